@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 import torch
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 
 MIN_ROWS = 3
 

@@ -9,11 +9,10 @@ a backend is only the call into its package.
 
 Built-in backends, fastest first (``"auto"`` picks the first one that is installed):
 
-| name | package | licence | notes |
-| --- | --- | --- | --- |
-| ``redzed`` | ``redzed-tda`` | MIT | default; releases the GIL, so both directions of a symmetric RTD run in parallel threads |
-| ``giotto`` | ``giotto-ph`` | AGPL-3.0 | optional extra ``lightning-rtd[giotto]`` |
-| ``ripser`` | ``ripser`` (ripser.py) | MIT | the reference's CPU engine; slow on large or unstructured clouds |
+* ``redzed`` (``redzed-tda``, MIT): the default; releases the GIL, so both directions of a
+  symmetric RTD run in two threads.
+* ``giotto`` (``giotto-ph``, AGPL-3.0): optional extra ``lightning-rtd[giotto]``.
+* ``ripser`` (ripser.py, MIT): the reference's CPU engine; slow on large or unstructured clouds.
 
 A callable with the same signature can be passed anywhere a backend name is accepted, or
 registered under a name with :func:`register_backend`.
@@ -25,7 +24,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 import numpy as np
 
@@ -142,7 +141,7 @@ def list_backends(available_only: bool = False) -> list[str]:
     return [n for n, b in _REGISTRY.items() if b.available or not available_only]
 
 
-def get_backend(backend: Union[str, Callable[..., np.ndarray], Backend] = "auto") -> Backend:
+def get_backend(backend: str | Callable[..., np.ndarray] | Backend = "auto") -> Backend:
     """Resolve a backend name, callable or :class:`Backend` to a :class:`Backend`.
 
     ``"auto"`` returns the fastest installed exact backend.

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Union
 
 import numpy as np
 import torch
 
-from lightning_rtd._validation import ArrayLike, as_embedding, as_pair
+from lightning_rtd._validation import ArrayLike, as_pair
 from lightning_rtd.backends import Backend, get_backend
 from lightning_rtd.barcode import CrossBarcode
 from lightning_rtd.distances import normalized_distances
 
-BackendLike = Union[str, Callable[..., np.ndarray], Backend]
+BackendLike = str | Callable[..., np.ndarray] | Backend
 
 ZERO_CUT = 1e-6  # entries below ZERO_CUT * mean(r1) are set to 0, as in the reference
 
@@ -82,8 +81,11 @@ def _barcode(
     bars = bars[np.isfinite(bars[:, 1]) & (bars[:, 1] > bars[:, 0])]
     bars = bars[np.lexsort((bars[:, 1], bars[:, 0]))]
     return CrossBarcode(
-        bars=bars, n_samples=r1.shape[0], backend=backend.name,
-        scale_x=scales[0], scale_y=scales[1],
+        bars=bars,
+        n_samples=r1.shape[0],
+        backend=backend.name,
+        scale_x=scales[0],
+        scale_y=scales[1],
     )
 
 
@@ -216,8 +218,11 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     xs = _centred_unit(tx)
     ys = _centred_unit(ty)
     if xs is None or ys is None:
-        warnings.warn("linear CKA of a constant embedding is undefined; returning 0.0",
-                      RTDWarning, stacklevel=2)
+        warnings.warn(
+            "linear CKA of a constant embedding is undefined; returning 0.0",
+            RTDWarning,
+            stacklevel=2,
+        )
         return 0.0
     if xs.shape[1] + ys.shape[1] <= 2 * xs.shape[0]:
         num = (ys.T @ xs).pow(2).sum()
