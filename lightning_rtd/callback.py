@@ -110,6 +110,10 @@ class RTDCallback(Callback):
             the dimensions after the channel dimension) for outputs with more than 2 dims, or a
             callable.
         store_dtype: ``"float32"`` or ``"float16"`` (half the size) for stored embeddings.
+        store_retention: keep at most this many entries per epoch in a store opened from a
+            path or URL: the best by ``objective`` plus the newest (see
+            :class:`~lightning_rtd.store.ReferenceStore`); ``None`` keeps everything. Configure
+            a :class:`~lightning_rtd.store.ReferenceStore` object directly for other policies.
         store_metrics: extra monitored keys written with each entry (e.g. ``["val_loss"]``).
         empty_value: value logged for "top" / "all" while no other trial has any entry (the
             first trial of a search), so schedulers always find the key. 0.0 means "no
@@ -149,6 +153,7 @@ class RTDCallback(Callback):
         output_selector: OutputSelector = None,
         feature_reduction: FeatureReduction = "flatten",
         store_dtype: Literal["float32", "float16"] = "float32",
+        store_retention: int | None = None,
         store_metrics: Sequence[str] = (),
         empty_value: float = 0.0,
         prefix: str = "rtd/",
@@ -201,6 +206,7 @@ class RTDCallback(Callback):
         self.output_selector = output_selector
         self.feature_reduction = feature_reduction
         self.store_dtype = store_dtype
+        self.store_retention = store_retention
         self.store_metrics = tuple(store_metrics)
         self.empty_value = float(empty_value)
         self.prefix = prefix
@@ -265,7 +271,13 @@ class RTDCallback(Callback):
             arg = os.path.join(trainer.default_root_dir, "rtd-store")
         if isinstance(arg, ReferenceStore):
             return arg
-        return open_store(arg, dtype=self.store_dtype)
+        return open_store(
+            arg,
+            dtype=self.store_dtype,
+            max_entries_per_epoch=self.store_retention,
+            retention_objective=self.objective,
+            retention_mode=self.mode,
+        )
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for logger in trainer.loggers:

@@ -180,6 +180,18 @@ def test_max_references_bounds_all(tmp_path):
     assert len(calls) == 2  # 3 other trials, at most 2 used
 
 
+def test_store_retention_keeps_best_and_newest(tmp_path):
+    store_dir = tmp_path / "store"
+    acc = {}
+    for i, lr in enumerate((0.01, 0.5, 0.05, 0.2)):
+        cb = _cb(store_dir, f"t{i}", references=("noise",), store_retention=2)
+        t = _fit(tmp_path / f"t{i}", cb, max_epochs=1, model=Tiny(lr=lr))
+        acc[f"t{i}"] = float(t.callback_metrics["val_acc"])
+    kept = {e.trial_id for e in ReferenceStore(store_dir).entries(1, load_embeddings=False)}
+    best_two = set(sorted(acc, key=acc.get, reverse=True)[:2])
+    assert kept == best_two | {"t3"}  # the k best by val_acc, plus the newest
+
+
 def test_probe_mismatch_is_refused(tmp_path):
     store_dir = tmp_path / "store"
     _fit(tmp_path / "a", _cb(store_dir, "a", probe_seed=1), max_epochs=1)
