@@ -50,6 +50,8 @@ EXPECTED = {
     "bohb",
     "rtd-noise-only-max",
     "rtd-noise-only-min",
+    "rtd-top-only-max",
+    "rtd-top-only-min",
     "moasha-noise-max",
     "moasha-noise-min",
     "moasha-top-max",
@@ -100,9 +102,10 @@ def test_every_preset_builds_with_consistent_names(name: str, mode: str) -> None
         rtd_part = name.split("-")[1]
         second = "val_loss" if rtd_part == "loss" else f"rtd/{rtd_part}"
         assert keys == [metric, second]
-    elif name.startswith("rtd-noise-only"):
+    elif name.startswith("rtd-") and "-only-" in name:
+        rtd_key = f"rtd/{name.split('-')[1]}"
         assert isinstance(scheduler, ASHA) and not preset.minimize_all
-        assert keys == ["rtd/noise"] and scheduler.metric == "rtd/noise"
+        assert keys == [rtd_key] and scheduler.metric == rtd_key
         assert scheduler.do_minimize is name.endswith("-min")
         assert metric in preset.extra_metrics  # reported for analysis only
     else:

@@ -995,13 +995,14 @@ def _build_defs() -> dict[str, _PresetDef]:
         ),
     }
     for mode, reading in (("max", "diversity"), ("min", "similarity to the leader")):
-        defs[f"rtd-noise-only-{mode}"] = _PresetDef(
-            "asha",
-            f"ASHA on rtd/noise alone ({mode}imised: {reading}); the metric is not used",
-            rtd="noise",
-            rtd_mode=mode,  # type: ignore[arg-type]
-            with_metric=False,
-        )
+        for part in ("noise", "top"):
+            defs[f"rtd-{part}-only-{mode}"] = _PresetDef(
+                "asha",
+                f"ASHA on rtd/{part} alone ({mode}imised: {reading}); the metric is not used",
+                rtd=part,
+                rtd_mode=mode,  # type: ignore[arg-type]
+                with_metric=False,
+            )
         for part in ("noise", "top", "all"):
             defs[f"moasha-{part}-{mode}"] = _PresetDef(
                 "moasha",
@@ -1074,6 +1075,7 @@ def make_scheduler(
     | ``hyperband`` | ``ASHA`` with one bracket per rung level | metric |
     | ``bohb`` | ``BOHB`` (needs statsmodels) | metric |
     | ``rtd-noise-only-max`` / ``-min`` | ``ASHA`` | ``rtd/noise`` max / min (metric unused) |
+    | ``rtd-top-only-max`` / ``-min`` | ``ASHA`` | ``rtd/top`` max / min (metric unused) |
     | ``moasha-{noise,top,all}-max`` | ``MOASHA`` | metric, ``rtd/X`` maximised |
     | ``moasha-{noise,top,all}-min`` | ``MOASHA`` | metric, ``rtd/X`` minimised |
     | ``moasha-loss`` | ``MOASHA`` | metric, ``val_loss`` min |
