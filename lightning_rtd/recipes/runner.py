@@ -731,6 +731,36 @@ def _parse_int(text: str) -> int:
     return int(value)
 
 
+class _FlagAction(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag``, and also ``--flag VALUE`` (``True``/``False``/``1``/``0``...),
+    the form in which Syne Tune's ``LocalBackend`` passes a boolean constant of the config."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.nargs = "?"
+        self.metavar = "BOOL"
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string is None or option_string not in self.option_strings:
+            return
+        negated = option_string.startswith("--no-")
+        if values is None:
+            setattr(namespace, self.dest, not negated)
+            return
+        if negated:
+            parser.error(f"{option_string} takes no value")
+        try:
+            setattr(namespace, self.dest, _parse_bool(values))
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"{option_string}: {err}")
+
+
 def _arg_type(default: Any) -> Callable[[str], Any]:
     if isinstance(default, bool):
         return _parse_bool
@@ -778,7 +808,7 @@ def build_parser(recipe_name: str) -> argparse.ArgumentParser:
     run.add_argument("--output_dir", default=None, help="logs/checkpoints folder")
     run.add_argument(
         "--wandb",
-        action=argparse.BooleanOptionalAction,
+        action=_FlagAction,
         default=False,
         help="log to Weights & Biases (offline unless WANDB_MODE=online or WANDB_API_KEY)",
     )
@@ -787,7 +817,7 @@ def build_parser(recipe_name: str) -> argparse.ArgumentParser:
     )
     run.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=None)
     rtd = parser.add_argument_group("RTD")
-    rtd.add_argument("--rtd", action=argparse.BooleanOptionalAction, default=True)
+    rtd.add_argument("--rtd", action=_FlagAction, default=True)
     rtd.add_argument("--num_points", type=_parse_int, default=500)
     rtd.add_argument("--rtd_store", default=None, help="folder or URL shared by the trials")
     rtd.add_argument("--rtd_references", default=None, help="comma-separated, e.g. noise,top")
