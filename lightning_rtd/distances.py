@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 from lightning_rtd.errors import RTDWarning
@@ -50,6 +51,9 @@ def quantile(d: torch.Tensor, q: float = QUANTILE) -> float:
     pos = q * (flat.numel() - 1)
     lo = int(pos)
     frac = pos - lo
+    if flat.device.type == "cpu":  # numpy's selection is several times faster on the CPU
+        part = np.partition(flat.numpy(), [lo, min(lo + 1, flat.numel() - 1)])
+        return float(part[lo] + frac * (part[min(lo + 1, flat.numel() - 1)] - part[lo]))
     v_lo = torch.kthvalue(flat, lo + 1).values
     if frac == 0.0:
         return float(v_lo)

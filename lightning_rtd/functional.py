@@ -19,13 +19,14 @@ same information. The filtration is cut at its enclosing radius, beyond which no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from lightning_rtd._validation import ArrayLike, as_pair
+from lightning_rtd._validation import ArrayLike, as_embedding, as_pair
 from lightning_rtd.backends import Backend, get_backend
 from lightning_rtd.barcode import CrossBarcode
 from lightning_rtd.distances import normalized_distances
@@ -38,24 +39,30 @@ ZERO_CUT = 1e-6  # entries below ZERO_CUT * mean(r1) are set to 0, as in the ref
 def _build_cross(
     r1: torch.Tensor, r2: torch.Tensor, *, fast: bool, zero_block_last: bool
 ) -> tuple[np.ndarray, float]:
-    """The cross matrix of normalised distance matrices and its enclosing radius."""
+    """The cross matrix of normalised distance matrices and its enclosing radius.
+
+    Built block by block (the zero block is never scanned) in one float64 array on the CPU.
+    """
     n = r1.shape[0]
     cut = ZERO_CUT * float(r1.mean())
-    cross = r1.clone()
-    inner = torch.minimum(r1, r2)
-    big = 2.0 * float(r1.max()) + 1.0
+    cross = r1.cpu().numpy().copy()  # cross[j, i]: the edge A_j - A'_i
+    inner = np.minimum(cross, r2.cpu().numpy())
+    cross[cross < cut] = 0.0
+    inner[inner < cut] = 0.0
+    # Enclosing radius (computed before masking, over the edges that remain): past it one
+    # vertex is joined to all others and no H1 class survives.
     if fast:
-        # cross[j, i] is the edge A_j - A'_i: keep it only for i <= j  (row j, column i).
-        cross = cross.masked_fill(torch.ones_like(cross, dtype=torch.bool).triu(1), big)
-    d = torch.zeros(2 * n, 2 * n, dtype=torch.float64, device=r1.device)
+        # keep A_j - A'_i only for i <= j; A'_j - A_i has the same length (exact, see above)
+        cross[np.triu_indices(n, 1)] = 2.0 * float(cross.max()) + 1.0
+    row_max_a = cross.max(axis=1)  # rows of copy A: only cross edges (the A block is 0)
+    row_max_ap = np.maximum(inner.max(axis=1), cross.max(axis=0))
+    threshold = float(min(row_max_a.min(), row_max_ap.min()))
+    d = np.zeros((2 * n, 2 * n), dtype=np.float64)
     a, ap = (slice(n, 2 * n), slice(0, n)) if zero_block_last else (slice(0, n), slice(n, 2 * n))
     d[ap, ap] = inner
     d[a, ap] = cross
     d[ap, a] = cross.T
-    d[d < cut] = 0.0
-    # Enclosing radius: past it one vertex is joined to all others and no H1 class survives.
-    threshold = float(d.max(dim=1).values.min())
-    return d.cpu().numpy(), threshold
+    return d, threshold
 
 
 def cross_matrix(x: ArrayLike, y: ArrayLike) -> np.ndarray:
@@ -112,22 +119,66 @@ def rtd_barcode(
     return _barcode(r1, r2, b, fast, (q1, q2))
 
 
-def _rtd_full(tx: torch.Tensor, ty: torch.Tensor, symmetric: bool, b: Backend, fast: bool) -> float:
-    r1, q1 = normalized_distances(tx, "x")
-    r2, q2 = normalized_distances(ty, "y")
-    if not symmetric:
-        return _barcode(r1, r2, b, fast, (q1, q2)).total_persistence
-    if b.releases_gil:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            fwd = pool.submit(_barcode, r1, r2, b, fast, (q1, q2))
-            bwd = pool.submit(_barcode, r2, r1, b, fast, (q2, q1))
-            values = (fwd.result().total_persistence, bwd.result().total_persistence)
-    else:
-        values = (
-            _barcode(r1, r2, b, fast, (q1, q2)).total_persistence,
-            _barcode(r2, r1, b, fast, (q2, q1)).total_persistence,
-        )
-    return 0.5 * (values[0] + values[1])
+def _total_persistence(
+    jobs: list[tuple[torch.Tensor, torch.Tensor]], b: Backend, fast: bool
+) -> list[float]:
+    """RTD of each (r1, r2) pair of normalised distance matrices, in parallel threads when the
+    backend releases the GIL (one per core, at most one per job)."""
+    scales = (0.0, 0.0)
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if b.releases_gil and workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_barcode, r1, r2, b, fast, scales) for r1, r2 in jobs]
+            return [f.result().total_persistence for f in futures]
+    return [_barcode(r1, r2, b, fast, scales).total_persistence for r1, r2 in jobs]
+
+
+def _rtd_to_many(
+    tx: torch.Tensor, refs: list[torch.Tensor], symmetric: bool, b: Backend, fast: bool
+) -> list[float]:
+    r1, _ = normalized_distances(tx, "x")
+    jobs = []
+    for ty in refs:
+        r2, _ = normalized_distances(ty, "y")
+        jobs.append((r1, r2))
+        if symmetric:
+            jobs.append((r2, r1))
+    values = _total_persistence(jobs, b, fast)
+    if symmetric:
+        return [0.5 * (values[2 * i] + values[2 * i + 1]) for i in range(len(refs))]
+    return values
+
+
+def rtd_many(
+    x: ArrayLike,
+    references: Sequence[ArrayLike],
+    *,
+    symmetric: bool = False,
+    backend: BackendLike = "auto",
+    fast: bool = True,
+) -> list[float]:
+    """RTD from one embedding to several references: ``[rtd(x, r) for r in references]``.
+
+    Computes ``x``'s distance matrix once and runs the persistence computations of all
+    references (and both directions when ``symmetric``) in parallel threads when the backend
+    releases the GIL (``redzed``), so scoring one model against k references costs far less than
+    k calls of :func:`rtd`. Values are identical to :func:`rtd`'s.
+
+    Args:
+        x: ``(N, d)`` tensor or array.
+        references: ``(N, d_k)`` tensors or arrays of the same N samples.
+        symmetric: see :func:`rtd`.
+        backend: see :func:`rtd`.
+        fast: see :func:`rtd`.
+
+    Returns:
+        One float per reference, in order.
+    """
+    tx = as_embedding(x, "x")
+    refs = [as_pair(tx, r)[1] for r in references]
+    if not refs:
+        return []
+    return _rtd_to_many(tx, refs, symmetric, get_backend(backend), fast)
 
 
 def rtd(
@@ -184,7 +235,7 @@ def rtd(
     b = get_backend(backend)
     n = tx.shape[0]
     if batch is None or batch >= n:
-        return _rtd_full(tx, ty, symmetric, b, fast)
+        return _rtd_to_many(tx, [ty], symmetric, b, fast)[0]
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 3:
         raise ValueError(f"`batch` must be an integer >= 3 (or None), got {batch!r}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -193,7 +244,7 @@ def rtd(
     values = []
     for _ in range(trials):
         idx = torch.as_tensor(np.sort(rng.choice(n, batch, replace=False)), device=tx.device)
-        values.append(_rtd_full(tx[idx], ty[idx], symmetric, b, fast))
+        values.append(_rtd_to_many(tx[idx], [ty[idx]], symmetric, b, fast)[0])
     return float(np.mean(values))
 
 

@@ -300,7 +300,7 @@ def test_asha_on_rtd_noise_with_an_s3_store(ray_cluster, s3_store_url, tmp_path)
                 continue
             own = entries[(tid, epoch)].embeddings
             candidates = [
-                rtd(own, e.embeddings, symmetric=True)
+                rtd(own, e.embeddings)
                 for (other, ep), e in entries.items()
                 if other != tid and ep <= epoch
             ]

@@ -650,8 +650,10 @@ def train(
 
     all_callbacks = list(callbacks)
     if checkpoint_dir is not None:
+        # ``last.ckpt`` after every epoch. Not save_top_k=0 + save_last=True: Lightning 2.6 then
+        # writes last.ckpt only at the end of fit, which a stopped Syne Tune trial never reaches.
         ckpt_cb = ModelCheckpoint(
-            dirpath=checkpoint_dir, save_top_k=0, save_last=True, enable_version_counter=False
+            dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False
         )
         all_callbacks.insert(0, ckpt_cb)
 
@@ -683,6 +685,8 @@ def train(
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             if logger_obj is False:
                 warnings.filterwarnings("ignore", message=r".*but have no logger configured.*")
+            if checkpoint_dir is not None:  # a resumed trial finds its own last.ckpt there
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* not empty")
             trainer = L.Trainer(**kwargs)
             start = time.perf_counter()
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
