@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import platform
@@ -108,46 +109,25 @@ VARIANTS: dict[str, Variant] = {
     v.key: v
     for v in [
         Variant("baseline", "no RTD", None, uses_store=False),
-        Variant("default", "default: noise+top+all", dict(_FULL)),
+        Variant("default", "default: noise+top+all (x -> ref, max_references=2)", dict(_FULL)),
         Variant("noise-only", "noise only (no store)", {"references": ("noise",)}, False),
         Variant(
             "all-unbounded", "noise+top+all, max_references=None", {**_FULL, "max_references": None}
         ),
-        Variant("asymmetric", "noise+top+all, symmetric=False", {**_FULL, "symmetric": False}),
+        Variant("symmetric", "noise+top+all, symmetric=True", {**_FULL, "symmetric": True}),
+        Variant("refs4", "noise+top+all, max_references=4", {**_FULL, "max_references": 4}),
         Variant("n250", "noise+top+all, num_points=250", {**_FULL, "num_points": 250}),
         Variant("n1000", "noise+top+all, num_points=1000", {**_FULL, "num_points": 1000}),
-        # candidates for new defaults (run only when named in --variants)
-        Variant("refs2", "noise+top+all, max_references=2", {**_FULL, "max_references": 2}),
-        Variant(
-            "refs1-asym",
-            "noise+top+all, max_references=1, symmetric=False",
-            {**_FULL, "max_references": 1, "symmetric": False},
-        ),
-        Variant(
-            "n250-asym",
-            "noise+top+all, num_points=250, symmetric=False",
-            {**_FULL, "num_points": 250, "symmetric": False},
-        ),
-        Variant(
-            "n250-refs2-asym",
-            "noise+top+all, num_points=250, max_references=2, symmetric=False",
-            {**_FULL, "num_points": 250, "max_references": 2, "symmetric": False},
-        ),
-        Variant("noise-asym", "noise only, symmetric=False", {"symmetric": False}, False),
     ]
 }
-DEFAULT_VARIANTS = ("default", "noise-only", "all-unbounded", "asymmetric", "n250", "n1000")
+DEFAULT_VARIANTS = ("default", "noise-only", "all-unbounded", "symmetric", "n250", "n1000")
 
 
 def callback_settings(variant: Variant) -> dict[str, Any]:
     """Every RTDCallback setting that matters here: the defaults updated by the variant's."""
-    defaults = {
-        "num_points": 500,
-        "references": ("noise",),
-        "symmetric": True,
-        "max_references": 4,
-        "every_n_epochs": 1,
-    }
+    params = inspect.signature(RTDCallback).parameters
+    keys = ("num_points", "references", "symmetric", "max_references", "every_n_epochs")
+    defaults = {k: params[k].default for k in keys}  # the library's own defaults
     return {**defaults, **(variant.kwargs or {})}
 
 
@@ -456,7 +436,7 @@ def run_breakdown(
     bd.wrap(RTDCallback, "_compute_store_refs", "store references")
     bd.wrap(RTDCallback, "_gather", "gather (probe rows -> rank 0)")
     bd.wrap(lrtd_callback, "noise_pair", "noise reference (PCA projection + draw)")
-    bd.wrap(lrtd_functional, "_rtd_full", "rtd() calls")
+    bd.wrap(lrtd_functional, "_rtd_to_many", "rtd() / rtd_many() calls")
     bd.wrap(lrtd_functional, "normalized_distances", "distances (cdist + 0.9-quantile)")
     bd.wrap(lrtd_functional, "_build_cross", "cross matrix (2N x 2N)")
     bd.wrap_backend()
