@@ -67,7 +67,6 @@ from lightning_rtd.recipes.runner import (
 )
 
 __all__ = [
-    "DEFAULT_NUM_POINTS",
     "PLOT_FILENAME",
     "RESOURCE_ATTR",
     "SUMMARY_FILENAME",
@@ -98,11 +97,6 @@ PLOT_FILENAME = "search.png"
 SUMMARY_FILENAME = "lightning-rtd-summary.json"
 """File name of the search summary (best trial, outcomes) in the tuner's results folder."""
 
-DEFAULT_NUM_POINTS: dict[str, int] = {"digits-mlp": 200}
-"""Probe-set size per recipe when none is given (digits has only 270 validation samples)."""
-
-_FALLBACK_NUM_POINTS = 500
-
 STOPPED = "stopped"
 COMPLETED = "completed"
 CUT_OFF = "cut-off"
@@ -120,10 +114,9 @@ def default_num_points(recipe_name: str) -> int:
         recipe_name: A registered recipe.
 
     Returns:
-        `DEFAULT_NUM_POINTS` for the recipe, else 500.
+        The recipe's ``num_points`` (200 for digits, whose validation split has 270 samples).
     """
-    get_recipe(recipe_name)
-    return DEFAULT_NUM_POINTS.get(recipe_name, _FALLBACK_NUM_POINTS)
+    return get_recipe(recipe_name).num_points
 
 
 def to_syne_tune_space(space: Mapping[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class Recipe:
         max_epochs: default number of training epochs of `main`.
         metric: the monitored metric of the search.
         mode: ``"max"`` or ``"min"``: whether a larger ``metric`` is better.
+        num_points: default probe-set size of the RTD callback (at most the validation set).
     """
 
     name: str
@@ -104,6 +105,7 @@ class Recipe:
     max_epochs: int = 10
     metric: str = "val_acc"
     mode: Literal["max", "min"] = "max"
+    num_points: int = 500
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_config", MappingProxyType(dict(self.default_config)))
@@ -238,6 +240,7 @@ register_recipe(
             "embedding_dim": ("choice", [8, 16, 32, 64]),
         },
         max_epochs=30,
+        num_points=200,  # the validation split has 270 samples
     )
 )
 register_recipe(
@@ -822,7 +825,9 @@ def build_parser(recipe_name: str) -> argparse.ArgumentParser:
     run.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=None)
     rtd = parser.add_argument_group("RTD")
     rtd.add_argument("--rtd", action=_FlagAction, default=True)
-    rtd.add_argument("--num_points", type=_parse_int, default=500)
+    rtd.add_argument(
+        "--num_points", type=_parse_int, default=None, help="probe size (default: the recipe's)"
+    )
     rtd.add_argument("--rtd_store", default=None, help="folder or URL shared by the trials")
     rtd.add_argument("--rtd_references", default=None, help="comma-separated, e.g. noise,top")
     tune = parser.add_argument_group("Syne Tune")
@@ -902,7 +907,10 @@ def main(recipe_name: str, argv: Sequence[str] | None = None) -> dict[str, float
         }
         callbacks.append(
             build_rtd_callback(
-                rtd_settings, store=store, trial_id=trial_id, num_points=args.num_points
+                rtd_settings,
+                store=store,
+                trial_id=trial_id,
+                num_points=args.num_points or recipe.num_points,
             )
         )
     if args.st_checkpoint_dir is not None:
