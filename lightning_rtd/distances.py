@@ -20,6 +20,7 @@ import torch
 from lightning_rtd.errors import RTDWarning
 
 QUANTILE = 0.9
+ZERO_TOL = 1e-7  # distances below this, relative to the largest |coordinate|, are rounding
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
@@ -27,8 +28,10 @@ def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
 
     The cloud is centred and rescaled by its largest coordinate before the distances are taken
     and the scale is restored afterwards, so clouds far from the origin keep their precision and
-    clouds of very large or very small scale neither overflow nor underflow. All of this happens
-    on ``x.device``.
+    clouds of very large or very small scale neither overflow nor underflow. Distances below
+    ``ZERO_TOL`` (1e-7) times the largest coordinate are rounding residue of the fast
+    matrix-product formula and are set to exactly 0, so duplicate rows coincide. All of this
+    happens on ``x.device``.
     """
     x = x.to(torch.float64)
     x = x - x.mean(dim=0, keepdim=True)
@@ -36,6 +39,9 @@ def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
     if scale == 0:
         return torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
     d = torch.cdist(x / scale, x / scale)
+    # The matrix-product path leaves ~1e-8 (in units of the largest coordinate) between identical
+    # rows; snap such rounding residue to exact zeros so duplicates coincide as they should.
+    d[d < ZERO_TOL] = 0.0
     d.fill_diagonal_(0.0)
     d = 0.5 * (d + d.T)  # exact symmetry; mm-based cdist can differ in the last bit
     return d * scale

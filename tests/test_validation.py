@@ -120,6 +120,19 @@ def test_quantile_zero_falls_back_to_max():
     assert np.isfinite(v)
 
 
+def test_mostly_duplicate_rows_away_from_origin_use_the_fallback():
+    """Rounding of the matrix-product distances must not turn coinciding rows into tiny
+    positive distances (a 1e-9 quantile would blow RTD up to ~1e10)."""
+    g = np.random.default_rng(0)
+    y = g.standard_normal((100, 8))
+    x = np.zeros((100, 8)) + 3.0
+    x[:5] = g.standard_normal((5, 8))
+    with pytest.warns(RTDWarning, match="normalising by the largest distance"):
+        v = L.rtd(x, y)
+    assert np.isfinite(v) and v < 100
+    assert L.rtd_barcode(x[:50], y[:50]).scale_x > 0.1
+
+
 def test_duplicate_rows_are_fine():
     x = np.random.default_rng(4).normal(size=(25, 3))
     x = np.vstack([x, x[:5]])
