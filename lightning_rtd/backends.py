@@ -13,6 +13,10 @@ Built-in backends, fastest first (``"auto"`` picks the first one that is install
   symmetric RTD run in two threads.
 * ``giotto`` (``giotto-ph``, AGPL-3.0): optional extra ``lightning-rtd[giotto]``.
 * ``ripser`` (ripser.py, MIT): the reference's CPU engine; slow on large or unstructured clouds.
+* ``ripser++`` (``ripserplusplus``, the authors' GPU engine; needs CUDA): available only when the
+  package is installed. Not yet verified: its PyPI source release did not build against CUDA 13,
+  and no GPU was available when this adapter was written. When it is installed, the reference
+  tests run it against every case automatically.
 
 A callable with the same signature can be passed anywhere a backend name is accepted, or
 registered under a name with :func:`register_backend`.
@@ -83,6 +87,13 @@ def _ripser(distances: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(out["dgms"][1])
 
 
+def _ripser_plus_plus(distances: np.ndarray, threshold: float) -> np.ndarray:
+    import ripserplusplus
+
+    out = ripserplusplus.run(f"--format distance --dim 1 --threshold {threshold!r}", distances)
+    return np.asarray([(float(b[0]), float(b[1])) for b in out.get(1, [])], dtype=np.float64)
+
+
 def _giotto(distances: np.ndarray, threshold: float) -> np.ndarray:
     from gph import ripser_parallel
 
@@ -95,7 +106,7 @@ def _giotto(distances: np.ndarray, threshold: float) -> np.ndarray:
 
 _REGISTRY: dict[str, Backend] = {}
 # Preference order of "auto": measured speed on the RTD cross matrix (docs/performance.md).
-_AUTO_ORDER: list[str] = ["redzed", "giotto", "ripser"]
+_AUTO_ORDER: list[str] = ["redzed", "ripser++", "giotto", "ripser"]
 
 
 def register_backend(
@@ -134,6 +145,7 @@ def register_backend(
 register_backend("redzed", _redzed, module="redzed_tda", releases_gil=True)
 register_backend("giotto", _giotto, module="gph", releases_gil=False)
 register_backend("ripser", _ripser, module="ripser", releases_gil=False)
+register_backend("ripser++", _ripser_plus_plus, module="ripserplusplus", releases_gil=False)
 
 
 def list_backends(available_only: bool = False) -> list[str]:
