@@ -73,18 +73,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
-
 from lightning_rtd.errors import RTDWarning
 from lightning_rtd.integrations.synetune import (
+    EpochReporter,
     InvalidMetricError,
     InvalidPolicy,
     ObjectiveLike,
     ObjectiveSpec,
-    ReportBuilder,
     _num_rung_levels,
 )
 from lightning_rtd.store import STORE_ENV_VAR, ReferenceStore, open_store
@@ -165,7 +160,7 @@ def _check_key(key: str, *, resource_attr: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class RayTuneReporter(Checkpoint):
+class RayTuneReporter(EpochReporter):
     """Lightning callback that reports monitor metrics to Ray Tune once per validated epoch.
 
     When a validation run of ``trainer.fit`` ends (not the sanity check) the epoch is marked; at
@@ -226,6 +221,8 @@ class RayTuneReporter(Checkpoint):
         builder: The ``ReportBuilder``.
     """
 
+    engine = "Ray Tune"
+
     def __init__(
         self,
         objectives: ObjectiveLike | Sequence[ObjectiveLike],
@@ -239,9 +236,10 @@ class RayTuneReporter(Checkpoint):
         on_report: Callable[[dict[str, Any]], None] | None = None,
         reporter: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.builder = ReportBuilder(
+        super().__init__(
             objectives,
+            on_report=on_report,
+            reporter=reporter,
             resource_attr=resource_attr,
             on_invalid=on_invalid,
             sentinel=sentinel,
@@ -253,137 +251,11 @@ class RayTuneReporter(Checkpoint):
             _check_key(key, resource_attr=resource_attr)
         if resource_attr in RAY_RESERVED_KEYS:
             raise ValueError(f"resource_attr {resource_attr!r} is a key Ray Tune fills in itself")
-        self.on_report = on_report
-        self.reports: list[dict[str, Any]] = []
-        self._reporter = reporter
-        self._pending_epoch: int | None = None
-        self._reports_before_fit = 0
 
-    @classmethod
-    def from_preset(cls, preset: RayPreset, **kwargs: Any) -> RayTuneReporter:
-        """A reporter sending what ``preset.scheduler`` reads, plus the preset's extra metrics.
-
-        Args:
-            preset: Result of `ray_scheduler`.
-            **kwargs: Further arguments of ``RayTuneReporter`` (``extra_metrics`` are added to
-                the preset's).
-
-        Returns:
-            The reporter.
-        """
-        extra_metrics = (*preset.extra_metrics, *kwargs.pop("extra_metrics", ()))
-        return cls(
-            preset.objectives,
-            resource_attr=preset.resource_attr,
-            extra_metrics=extra_metrics,
-            **kwargs,
-        )
-
-    @property
-    def objectives(self) -> tuple[ObjectiveSpec, ...]:
-        """The objectives, in their own direction."""
-        return self.builder.objectives
-
-    @property
-    def reported_names(self) -> tuple[str, ...]:
-        """Objective names as sent to, and read by, the scheduler."""
-        return self.builder.reported_names
-
-    @property
-    def state_key(self) -> str:
-        """Unique per resource key and objectives, so several reporters can coexist."""
-        return self._generate_state_key(
-            resource_attr=self.builder.resource_attr, objectives=list(self.reported_names)
-        )
-
-    def report(self, resource: int | float, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        """Build a report from raw metrics and send it to Ray Tune now.
-
-        Usable outside Lightning; the callback hooks call it on global rank 0.
-
-        Args:
-            resource: Resource level (1-based epoch).
-            metrics: Raw metric values (tensors, NumPy or Python scalars).
-
-        Returns:
-            The report sent (plain Python values).
-
-        Raises:
-            InvalidMetricError: An objective with policy ``"raise"`` is invalid.
-        """
-        report = self.builder.build(resource, metrics)
-        if self.builder.last_substituted:
-            warnings.warn(
-                f"Ray Tune report at {self.builder.resource_attr}={resource}: objectives "
-                f"{list(self.builder.last_substituted)} missing or non-finite, reported as "
-                "the worst value seen (or the sentinel)",
-                RTDWarning,
-                stacklevel=2,
-            )
+    def _send(self, report: dict[str, Any]) -> None:
         if self._reporter is None:
             self._reporter = _ray_tune_report
-        self.reports.append(dict(report))
-        self._reporter(dict(report))
-        if self.on_report is not None:
-            self.on_report(dict(report))
-        return report
-
-    # ---- Lightning hooks -------------------------------------------------------------------
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Reset the per-fit state and check that no ``ModelCheckpoint`` comes after it."""
-        if stage != TrainerFn.FITTING:
-            return
-        self._pending_epoch = None
-        self._reports_before_fit = len(self.reports)
-        callbacks = list(trainer.callbacks)
-        if self in callbacks:
-            later = callbacks[callbacks.index(self) + 1 :]
-            if any(isinstance(cb, ModelCheckpoint) for cb in later):
-                rank_zero_warn(
-                    "RayTuneReporter is listed before a ModelCheckpoint: a trial that Ray stops "
-                    "at a report ends before that epoch's checkpoint is written. List the "
-                    "reporter after ModelCheckpoint.",
-                    category=RTDWarning,
-                )
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Mark the current training epoch as validated (sanity check and non-fit runs excluded)."""
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        self._pending_epoch = trainer.current_epoch
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Report once if this epoch was validated; rank 0 sends, other ranks only track state."""
-        if self._pending_epoch is None or self._pending_epoch != trainer.current_epoch:
-            self._pending_epoch = None
-            return
-        self._pending_epoch = None
-        resource = trainer.current_epoch + 1
-        metrics = dict(trainer.callback_metrics)
-        if trainer.is_global_zero:
-            self.report(resource, metrics)
-        else:
-            # same policy on every rank: a "raise" fails all ranks, the worst-seen record agrees
-            self.builder.build(resource, metrics)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Warn when ``fit`` made no report: the scheduler then never saw this trial."""
-        if trainer.is_global_zero and len(self.reports) == self._reports_before_fit:
-            rank_zero_warn(
-                "RayTuneReporter sent no report during fit (no validation epoch ended); the "
-                "scheduler never saw this trial. Check max_epochs, check_val_every_n_epoch and "
-                "limit_val_batches.",
-                category=RTDWarning,
-            )
-
-    def state_dict(self) -> dict[str, Any]:
-        """Worst values seen per objective (saved in Lightning checkpoints)."""
-        return self.builder.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the worst values seen from a checkpoint."""
-        self.builder.load_state_dict(state_dict)
+        self._reporter(report)
 
 
 def _ray_tune_report(metrics: dict[str, Any]) -> None:

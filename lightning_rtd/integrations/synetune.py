@@ -86,6 +86,7 @@ __all__ = [
     "STORE_ARG",
     "STORE_DIRNAME",
     "STORE_ENV_VAR",
+    "EpochReporter",
     "InvalidMetricError",
     "ObjectiveSpec",
     "Preset",
@@ -448,7 +449,178 @@ class ReportBuilder:
         }
 
 
-class SyneTuneReporter(Checkpoint):
+class EpochReporter(Checkpoint):
+    """Shared logic of the per-epoch scheduler reporters (`SyneTuneReporter`, and
+    ``RayTuneReporter`` in `lightning_rtd.integrations.ray`): mark a validated epoch in
+    ``on_validation_end``, report once in ``on_train_epoch_end`` from global rank 0, keep the
+    worst-seen state on every rank, warn about a ``ModelCheckpoint`` listed after the reporter
+    and about a ``fit`` without reports. Subclasses say how a report is sent (`_send`).
+
+    Args:
+        objectives: Objectives the scheduler reads, as ``ObjectiveSpec`` or ``(key, mode)``.
+        on_report: Called with each report dict after it was sent (rank 0 only).
+        reporter: The sending callable (see the subclass).
+        **builder_kwargs: Keyword arguments of `ReportBuilder`.
+    """
+
+    engine = "the scheduler"
+    """Name used in messages."""
+
+    def __init__(
+        self,
+        objectives: ObjectiveLike | Sequence[ObjectiveLike],
+        *,
+        on_report: Callable[[dict[str, Any]], None] | None = None,
+        reporter: Callable[..., Any] | None = None,
+        **builder_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.builder = ReportBuilder(objectives, **builder_kwargs)
+        self.on_report = on_report
+        self.reports: list[dict[str, Any]] = []
+        self._reporter = reporter
+        self._pending_epoch: int | None = None
+        self._reports_before_fit = 0
+
+    @classmethod
+    def _preset_kwargs(cls, preset: Any) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_preset(cls, preset: Any, **kwargs: Any) -> Any:
+        """A reporter sending exactly what ``preset.scheduler`` reads, plus its extra metrics.
+
+        Args:
+            preset: A preset of this engine (`make_scheduler`, or ``ray_scheduler``).
+            **kwargs: Further arguments of the reporter (``extra_metrics`` are added to the
+                preset's).
+
+        Returns:
+            The reporter.
+        """
+        extra_metrics = (*preset.extra_metrics, *kwargs.pop("extra_metrics", ()))
+        return cls(
+            preset.objectives,
+            resource_attr=preset.resource_attr,
+            extra_metrics=extra_metrics,
+            **cls._preset_kwargs(preset),
+            **kwargs,
+        )
+
+    @property
+    def objectives(self) -> tuple[ObjectiveSpec, ...]:
+        """The objectives, in their own (raw) direction."""
+        return self.builder.objectives
+
+    @property
+    def reported_names(self) -> tuple[str, ...]:
+        """Objective names as sent to, and read by, the scheduler."""
+        return self.builder.reported_names
+
+    @property
+    def state_key(self) -> str:
+        """Unique per resource key and objectives, so several reporters can coexist."""
+        return self._generate_state_key(
+            resource_attr=self.builder.resource_attr, objectives=list(self.reported_names)
+        )
+
+    def _send(self, report: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def report(self, resource: int | float, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Build a report from raw metrics and send it now.
+
+        Usable outside Lightning; the callback hooks call it on global rank 0.
+
+        Args:
+            resource: Resource level (1-based epoch).
+            metrics: Raw metric values (tensors, NumPy or Python scalars).
+
+        Returns:
+            The report sent (plain Python values).
+
+        Raises:
+            InvalidMetricError: An objective with policy ``"raise"`` is invalid.
+        """
+        report = self.builder.build(resource, metrics)
+        if self.builder.last_substituted:
+            warnings.warn(
+                f"{self.engine} report at {self.builder.resource_attr}={resource}: objectives "
+                f"{list(self.builder.last_substituted)} missing or non-finite, reported as "
+                "the worst value seen (or the sentinel)",
+                RTDWarning,
+                stacklevel=2,
+            )
+        # recorded first: a scheduler may end the trial inside the send (Ray: SystemExit)
+        self.reports.append(dict(report))
+        self._send(dict(report))
+        if self.on_report is not None:
+            self.on_report(dict(report))
+        return report
+
+    # ---- Lightning hooks -------------------------------------------------------------------
+
+    def _on_fit_setup(self, trainer: pl.Trainer) -> None:
+        """Engine-specific set-up at the start of ``fit``."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Reset the per-fit state and check that no ``ModelCheckpoint`` comes after it."""
+        if stage != TrainerFn.FITTING:
+            return
+        self._pending_epoch = None
+        self._reports_before_fit = len(self.reports)
+        self._on_fit_setup(trainer)
+        callbacks = list(trainer.callbacks)
+        if self in callbacks:
+            later = callbacks[callbacks.index(self) + 1 :]
+            if any(isinstance(cb, ModelCheckpoint) for cb in later):
+                rank_zero_warn(
+                    f"{type(self).__name__} is listed before a ModelCheckpoint: reports will be "
+                    f"sent before the epoch's checkpoint is written, and {self.engine} may end "
+                    "the trial in between. List the reporter after ModelCheckpoint.",
+                    category=RTDWarning,
+                )
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Mark the current training epoch as validated (sanity check and non-fit runs excluded)."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._pending_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Report once if this epoch was validated; rank 0 sends, other ranks only track state."""
+        if self._pending_epoch is None or self._pending_epoch != trainer.current_epoch:
+            self._pending_epoch = None
+            return
+        self._pending_epoch = None
+        resource = trainer.current_epoch + 1
+        metrics = dict(trainer.callback_metrics)
+        if trainer.is_global_zero:
+            self.report(resource, metrics)
+        else:
+            # same policy on every rank: a "raise" fails all ranks, the worst-seen record agrees
+            self.builder.build(resource, metrics)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Warn when ``fit`` made no report: the scheduler then never saw this trial."""
+        if trainer.is_global_zero and len(self.reports) == self._reports_before_fit:
+            rank_zero_warn(
+                f"{type(self).__name__} sent no report during fit (no validation epoch ended); "
+                f"{self.engine} never saw this trial (Syne Tune even aborts the whole tuning "
+                "run). Check max_epochs, check_val_every_n_epoch and limit_val_batches.",
+                category=RTDWarning,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Worst values seen per objective (saved in Lightning checkpoints)."""
+        return self.builder.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the worst values seen from a checkpoint."""
+        self.builder.load_state_dict(state_dict)
+
+
+class SyneTuneReporter(EpochReporter):
     """Lightning callback that reports monitor metrics to Syne Tune once per validated epoch.
 
     When a validation run of ``trainer.fit`` ends (not the sanity check), the epoch is marked;
@@ -503,6 +675,8 @@ class SyneTuneReporter(Checkpoint):
         builder: The `ReportBuilder`.
     """
 
+    engine = "Syne Tune"
+
     def __init__(
         self,
         objectives: ObjectiveLike | Sequence[ObjectiveLike],
@@ -517,9 +691,10 @@ class SyneTuneReporter(Checkpoint):
         on_report: Callable[[dict[str, Any]], None] | None = None,
         reporter: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.builder = ReportBuilder(
+        super().__init__(
             objectives,
+            on_report=on_report,
+            reporter=reporter,
             resource_attr=resource_attr,
             minimize_all=minimize_all,
             on_invalid=on_invalid,
@@ -528,140 +703,20 @@ class SyneTuneReporter(Checkpoint):
             extra=extra,
             extra_metrics=extra_metrics,
         )
-        self.on_report = on_report
-        self.reports: list[dict[str, Any]] = []
-        self._reporter = reporter
-        self._pending_epoch: int | None = None
-        self._reports_before_fit = 0
 
     @classmethod
-    def from_preset(cls, preset: Preset, **kwargs: Any) -> SyneTuneReporter:
-        """A reporter sending exactly what ``preset.scheduler`` reads.
+    def _preset_kwargs(cls, preset: Any) -> dict[str, Any]:
+        return {"minimize_all": preset.minimize_all}
 
-        Args:
-            preset: Result of `make_scheduler`.
-            **kwargs: Further arguments of ``SyneTuneReporter`` (``extra_metrics`` are added to
-                the preset's).
+    def _on_fit_setup(self, trainer: pl.Trainer) -> None:
+        # create the Syne Tune reporter now: its clock starts here
+        if self._reporter is None and trainer.is_global_zero:
+            self._reporter = _make_syne_tune_reporter()
 
-        Returns:
-            The reporter.
-        """
-        extra_metrics = (*preset.extra_metrics, *kwargs.pop("extra_metrics", ()))
-        return cls(
-            preset.objectives,
-            resource_attr=preset.resource_attr,
-            minimize_all=preset.minimize_all,
-            extra_metrics=extra_metrics,
-            **kwargs,
-        )
-
-    @property
-    def objectives(self) -> tuple[ObjectiveSpec, ...]:
-        """The objectives, in their own (raw) direction."""
-        return self.builder.objectives
-
-    @property
-    def reported_names(self) -> tuple[str, ...]:
-        """Objective names as sent to, and read by, the scheduler."""
-        return self.builder.reported_names
-
-    @property
-    def state_key(self) -> str:
-        """Unique per resource key and objectives, so several reporters can coexist."""
-        return self._generate_state_key(
-            resource_attr=self.builder.resource_attr, objectives=list(self.reported_names)
-        )
-
-    def report(self, resource: int | float, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        """Build a report from raw metrics and send it to Syne Tune now.
-
-        Usable outside Lightning; the callback hooks call it on global rank 0.
-
-        Args:
-            resource: Resource level (1-based epoch).
-            metrics: Raw metric values.
-
-        Returns:
-            The report sent.
-
-        Raises:
-            InvalidMetricError: An objective with policy ``"raise"`` is invalid.
-        """
-        report = self.builder.build(resource, metrics)
-        if self.builder.last_substituted:
-            warnings.warn(
-                f"Syne Tune report at {self.builder.resource_attr}={resource}: objectives "
-                f"{list(self.builder.last_substituted)} missing or non-finite, reported as "
-                "the worst value seen (or the sentinel)",
-                RTDWarning,
-                stacklevel=2,
-            )
+    def _send(self, report: dict[str, Any]) -> None:
         if self._reporter is None:
             self._reporter = _make_syne_tune_reporter()
         self._reporter(**report)
-        self.reports.append(dict(report))
-        if self.on_report is not None:
-            self.on_report(dict(report))
-        return report
-
-    # ---- Lightning hooks -------------------------------------------------------------------
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Create the Syne Tune reporter (its clock starts here) and check the callback order."""
-        if stage != TrainerFn.FITTING:
-            return
-        self._pending_epoch = None
-        self._reports_before_fit = len(self.reports)
-        if self._reporter is None and trainer.is_global_zero:
-            self._reporter = _make_syne_tune_reporter()
-        callbacks = list(trainer.callbacks)
-        if self in callbacks:
-            later = callbacks[callbacks.index(self) + 1 :]
-            if any(isinstance(cb, ModelCheckpoint) for cb in later):
-                rank_zero_warn(
-                    "SyneTuneReporter is listed before a ModelCheckpoint: reports will be sent "
-                    "before the epoch's checkpoint is written, and Syne Tune may kill the trial "
-                    "in between. List the reporter after ModelCheckpoint.",
-                    category=RTDWarning,
-                )
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Mark the current training epoch as validated (sanity check and non-fit runs excluded)."""
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        self._pending_epoch = trainer.current_epoch
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Report once if this epoch was validated; rank 0 sends, other ranks only track state."""
-        if self._pending_epoch is None or self._pending_epoch != trainer.current_epoch:
-            self._pending_epoch = None
-            return
-        self._pending_epoch = None
-        resource = trainer.current_epoch + 1
-        metrics = dict(trainer.callback_metrics)
-        if trainer.is_global_zero:
-            self.report(resource, metrics)
-        else:
-            # same policy on every rank: a "raise" fails all ranks, the worst-seen record agrees
-            self.builder.build(resource, metrics)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Warn when ``fit`` made no report: Syne Tune aborts the tuning run on such a trial."""
-        if trainer.is_global_zero and len(self.reports) == self._reports_before_fit:
-            rank_zero_warn(
-                "SyneTuneReporter sent no report during fit (no validation epoch ended); "
-                "Syne Tune aborts the whole tuning run when a trial completes without reports. "
-                "Check max_epochs, check_val_every_n_epoch and limit_val_batches.",
-                category=RTDWarning,
-            )
-
-    def state_dict(self) -> dict[str, Any]:
-        """Worst values seen per objective (saved in Lightning checkpoints)."""
-        return self.builder.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the worst values seen from a checkpoint."""
-        self.builder.load_state_dict(state_dict)
 
 
 def _make_syne_tune_reporter() -> Callable[..., Any]:
