@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from tiny import N_VAL, Tiny, trainer
 from torch import nn
+from wandb_log import wait_for_history
 
 import lightning_rtd as L
 from lightning_rtd import ProbeMismatchError, RTDCallback, RTDWarning
@@ -463,7 +464,9 @@ def test_wandb_offline_run_has_scalars_and_barcode_image(tmp_path, monkeypatch):
     wandb.finish()
     images = list(run_dir.rglob("media/images/rtd/barcode*.png"))
     assert len(images) == 2  # one per validation epoch
-    records = _wandb_history(next(run_dir.glob("run-*.wandb")))
+    records = wait_for_history(
+        next(run_dir.glob("run-*.wandb")), ["rtd/noise", "rtd/barcode/filenames"], count=2
+    )
     logged = [r for r in records if "rtd/noise" in r]
     assert len(logged) == 2 and all(math.isfinite(r["rtd/noise"]) for r in logged)
     barcode_rows = [r for r in records if "rtd/barcode/filenames" in r]
@@ -472,47 +475,6 @@ def test_wandb_offline_run_has_scalars_and_barcode_image(tmp_path, monkeypatch):
     steps = sorted(r["trainer/global_step"] for r in logged)
     assert sorted(r["trainer/global_step"] for r in barcode_rows) == steps
     assert steps[0] > 0
-
-
-def _wandb_history(path: Path) -> list[dict]:
-    """Decode the history rows of an offline W&B run.
-
-    The ``.wandb`` file is a LevelDB-style log: a 7-byte file header (``:W&B``, magic, version),
-    then 32 KiB blocks of records, each with a 7-byte header (CRC32, little-endian uint16
-    length, type 1=full 2=first 3=middle 4=last) and a payload that is one serialised
-    ``wandb_internal_pb2.Record`` (split across blocks for types 2-4).
-    """
-    import json
-    import struct
-
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, pending, rows = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # trailer too small for a header: skip to the next block
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        payload = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            pos += block - pos % block if pos % block else 0
-            continue
-        pending = payload if kind in (1, 2) else pending + payload
-        if kind not in (1, 4):
-            continue
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(pending)
-        if rec.WhichOneof("record_type") == "history":
-            rows.append(
-                {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                    for item in rec.history.item
-                }
-            )
-    return rows
 
 
 # --- DDP: 2 CPU processes give the values of 1 process --------------------------------------------

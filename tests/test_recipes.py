@@ -10,7 +10,6 @@ import json
 import math
 import os
 import random
-import struct
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from wandb_log import wait_for_history
 
 from lightning_rtd.recipes import (
     CNNClassifier,
@@ -361,42 +361,11 @@ def test_parse_objectives() -> None:
 # ------------------------------------------------------------------------------ W&B offline
 
 
-def _wandb_records(path: Path) -> list:
-    """Decode a ``.wandb`` file: a 7-byte header, then 32 KiB blocks of chunks with a 7-byte
-    header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) each holding part of a
-    serialised ``wandb_internal_pb2.Record``."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    blob = path.read_bytes()
-    assert blob[:4] == b":W&B"
-    pos, block, pending, records = 7, 32768, b"", []
-    while pos + 7 <= len(blob):
-        if block - pos % block < 7:  # block trailer too short for a header: padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", blob[pos : pos + 7])
-        chunk = blob[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 2):
-            pending = chunk
-        elif kind in (3, 4):
-            pending += chunk
-        else:
-            break
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
-def _logged_history(run_file: Path) -> dict[str, list[float]]:
+def _logged_history(run_file: Path, keys: tuple[str, ...], count: int) -> dict[str, list[float]]:
     history: dict[str, list[float]] = {}
-    for record in _wandb_records(run_file):
-        if record.WhichOneof("record_type") == "history":
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                history.setdefault(key, []).append(json.loads(item.value_json))
+    for row in wait_for_history(run_file, keys, count=count):
+        for key, value in row.items():
+            history.setdefault(key, []).append(value)
     return history
 
 
@@ -434,7 +403,7 @@ def test_wandb_offline_run_logs_the_returned_metrics(
     assert os.environ["WANDB_MODE"] == "offline"  # the environment was not rewritten
     run_files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
-    history = _logged_history(run_files[0])
+    history = _logged_history(run_files[0], ("val_acc", "train_loss", "test_acc"), count=1)
     assert len(history["val_acc"]) == 2 and len(history["train_loss"]) == 2
     assert history["val_acc"][-1] == pytest.approx(metrics["val_acc"], rel=1e-6)
     assert history["test_acc"] == [pytest.approx(metrics["test_acc"], rel=1e-6)]
