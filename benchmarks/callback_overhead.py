@@ -433,10 +433,11 @@ def run_breakdown(
     """One instrumented run of the default variant: (stage times, hook seconds, epochs)."""
     bd = Breakdown()
     bd.wrap(RTDCallback, "_compute", "compute")
-    bd.wrap(RTDCallback, "_compute_store_refs", "store references")
+    bd.wrap(RTDCallback, "_store_references", "store references")
+    bd.wrap(RTDCallback, "_score", "score")
     bd.wrap(RTDCallback, "_gather", "gather (probe rows -> rank 0)")
     bd.wrap(lrtd_callback, "noise_pair", "noise reference (PCA projection + draw)")
-    bd.wrap(lrtd_functional, "_rtd_to_many", "rtd() / rtd_many() calls")
+    bd.wrap(lrtd_functional, "_rtd_jobs", "rtd() calls")
     bd.wrap(lrtd_functional, "normalized_distances", "distances (cdist + 0.9-quantile)")
     bd.wrap(lrtd_functional, "_build_cross", "cross matrix (2N x 2N)")
     bd.wrap_backend()
@@ -485,8 +486,6 @@ def breakdown_lines(bd: Breakdown, hook_total: float, epochs: int) -> list[str]:
         return f"| {name} | {calls} | {sec / epochs:.3f} | {100.0 * sec / hook_total:.0f} % |"
 
     sec, calls = bd.seconds, bd.calls
-    store_refs = sec["store references"]
-    noise = sec["compute"] - store_refs
     rest = hook_total - sec["compute"]
     lines = [
         "",
@@ -494,12 +493,23 @@ def breakdown_lines(bd: Breakdown, hook_total: float, epochs: int) -> list[str]:
         "",
         f"Total inside the RTD hooks: {hook_total:.2f} s ({hook_total / epochs:.3f} s per epoch).",
         "",
-        "By reference:",
+        "By part:",
         "",
         "| part | calls | s per epoch | share of hook time |",
         "|---|---|---|---|",
-        row("noise: projection + RTD to the noise cloud", str(calls["compute"]), noise),
-        row("top + all: store reads + RTD to the stored trials", str(calls["compute"]), store_refs),
+        row(
+            "noise reference: PCA projection + draw",
+            str(calls["noise reference (PCA projection + draw)"]),
+            sec["noise reference (PCA projection + draw)"],
+        ),
+        row(
+            "stored references: list, choose top / all, load",
+            str(calls["store references"]),
+            sec["store references"],
+        ),
+        row(
+            "RTD to every reference (one call, one thread pool)", str(calls["score"]), sec["score"]
+        ),
         row("gather, store write, capture set-up, logging", "-", rest),
         "",
         "By stage:",
@@ -519,10 +529,10 @@ def breakdown_lines(bd: Breakdown, hook_total: float, epochs: int) -> list[str]:
     lines.append(row("other (callback logic, logging, copies)", "-", hook_total - accounted))
     lines += [
         "",
-        "Indented stages are parts of `rtd()`. The cross matrix and the persistence backend "
-        "of the two directions of a symmetric RTD run in two threads at once, so their "
-        "summed times can exceed their share of the wall time (the shares of the indented "
-        "rows need not add up to the total).",
+        "Indented stages are parts of the `rtd()` calls. The cross matrices and persistence "
+        "computations of all references of an epoch run in parallel threads (one per core), so "
+        "their summed times can exceed their share of the wall time (the shares of the "
+        "indented rows need not add up to the total).",
     ]
     return lines
 

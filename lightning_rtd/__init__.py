@@ -14,7 +14,14 @@ from typing import Any
 from lightning_rtd.backends import Backend, get_backend, list_backends, register_backend
 from lightning_rtd.barcode import CrossBarcode
 from lightning_rtd.errors import BackendUnavailableError, ProbeMismatchError, RTDWarning
-from lightning_rtd.functional import cross_matrix, linear_cka, rtd, rtd_barcode, rtd_many
+from lightning_rtd.functional import (
+    cross_matrix,
+    linear_cka,
+    rtd,
+    rtd_barcode,
+    rtd_many,
+    rtd_pairs,
+)
 from lightning_rtd.store import (
     ProbeFingerprint,
     ReferenceStore,
@@ -61,4 +68,5 @@ __all__ = [
     "rtd",
     "rtd_barcode",
     "rtd_many",
+    "rtd_pairs",
 ]

@@ -65,8 +65,12 @@ def _check_dtype_name(dtype: str, kind: str, name: str) -> None:
 
 def as_pair(x: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate two embeddings of the same samples; ``y`` is moved to ``x``'s device."""
-    tx = as_embedding(x, "x")
-    ty = as_embedding(y, "y")
+    return match_rows(as_embedding(x, "x"), as_embedding(y, "y"))
+
+
+def match_rows(tx: torch.Tensor, ty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check that two validated embeddings hold the same number of samples; ``ty`` is moved to
+    ``tx``'s device."""
     if tx.shape[0] != ty.shape[0]:
         raise ValueError(
             "`x` and `y` must hold the same samples in the same row order, but x has shape "

@@ -41,7 +41,7 @@ from lightning_rtd.capture import (
     resolve_layer,
 )
 from lightning_rtd.errors import RTDWarning
-from lightning_rtd.functional import BackendLike, rtd_barcode, rtd_many
+from lightning_rtd.functional import BackendLike, rtd_barcode, rtd_pairs
 from lightning_rtd.references import NOISE_KINDS, best_entry, noise_pair, sample_entries
 from lightning_rtd.store import (
     STORE_ENV_VAR,
@@ -441,16 +441,15 @@ class RTDCallback(Callback):
             )
             return {r: nan for r in self.references}
         values: dict[str, float] = {}
+        pairs: dict[Any, tuple[Tensor, Tensor | np.ndarray]] = {}  # RTD jobs of this epoch
         if "noise" in self.references:
-            x, ref = noise_pair(
+            pairs["noise"] = noise_pair(
                 embeddings, self.noise, seed=self.noise_seed, noise_dim=self.noise_dim
             )
-            values["noise"] = self._rtd(x, ref)
-            if self._wants_barcode(epoch):
-                self._barcode = rtd_barcode(x, ref, backend=self.backend)
+        wanted: dict[str, list[tuple[str, int]]] = {}
         if {"top", "all"} & set(self.references):
             try:
-                values.update(self._compute_store_refs(embeddings, epoch))
+                wanted, arrays, ref_epoch = self._store_references(epoch)
             except StoreUnavailableError as exc:
                 warnings.warn(
                     f"RTDCallback: reference store unavailable ({exc}); logging NaN for "
@@ -459,13 +458,27 @@ class RTDCallback(Callback):
                     stacklevel=2,
                 )
                 values.update({r: nan for r in ("top", "all") if r in self.references})
+            else:
+                # one RTD per distinct stored entry (the top trial is often in the "all" sample)
+                pairs.update({key: (embeddings, a) for key, a in arrays.items()})
+        # every RTD of the epoch in one call: the persistence computations share one thread pool
+        scores = dict(zip(pairs, self._score(list(pairs.values())), strict=True))
+        if "noise" in pairs:
+            values["noise"] = scores["noise"]
+        for ref, keys in wanted.items():
+            got = [scores[k] for k in keys if k in scores]
+            values[ref] = float(np.mean(got)) if got else self.empty_value
+            self.last_reference_epochs[ref] = ref_epoch if got else None
+        if self._wants_barcode(epoch):
+            # the noise barcode when noise is a reference, else the one to the top trial
+            key = "noise" if "noise" in pairs else next(iter(wanted.get("top", [])), None)
+            if key in pairs:
+                self._barcode = rtd_barcode(*pairs[key], backend=self.backend)
         return values
 
-    def _rtd(self, x: Tensor, ref: Tensor | np.ndarray) -> float:
-        return self._rtd_many(x, [ref])[0]
-
-    def _rtd_many(self, x: Tensor, refs: Sequence[Tensor | np.ndarray]) -> list[float]:
-        return rtd_many(x, refs, symmetric=self.symmetric, backend=self.backend)
+    def _score(self, pairs: Sequence[tuple[Tensor, Tensor | np.ndarray]]) -> list[float]:
+        """RTD of every (embeddings, reference) pair of one epoch."""
+        return rtd_pairs(pairs, symmetric=self.symmetric, backend=self.backend)
 
     def _reference_entries(self, epoch: int) -> tuple[list[StoreEntry], int | None]:
         """Other trials' entries (no embeddings) at ``epoch``, else at the latest earlier one."""
@@ -487,42 +500,30 @@ class RTDCallback(Callback):
         full = self.store.get(entry.trial_id, entry.epoch)
         return None if full is None else full.embeddings
 
-    def _compute_store_refs(self, embeddings: Tensor, epoch: int) -> dict[str, float]:
+    def _store_references(
+        self, epoch: int
+    ) -> tuple[dict[str, list[tuple[str, int]]], dict[tuple[str, int], np.ndarray], int | None]:
+        """The stored references of this epoch: the (trial, epoch) keys wanted by "top" and
+        "all", the loaded embeddings of each distinct key, and the epoch they come from."""
         entries, ref_epoch = self._reference_entries(epoch)
-        wanted: dict[str, list[StoreEntry]] = {}
+        chosen: dict[str, list[StoreEntry]] = {}
         if "top" in self.references:
             assert self.objective is not None
             best = best_entry(entries, self.objective, self.mode)
-            wanted["top"] = [] if best is None else [best]
+            chosen["top"] = [] if best is None else [best]
         if "all" in self.references:
-            wanted["all"] = sample_entries(
+            chosen["all"] = sample_entries(
                 entries,
                 self.max_references,
                 seed=self.noise_seed,
                 trial_id=str(self.trial_id),
                 epoch=epoch,
             )
-        # one RTD per distinct stored entry (the top trial is often in the "all" sample too)
-        unique = {(e.trial_id, e.epoch): e for group in wanted.values() for e in group}
-        arrays = {key: self._load(e) for key, e in unique.items()}
-        arrays = {key: a for key, a in arrays.items() if a is not None}
-        keys = list(arrays)
-        scores = dict(zip(keys, self._rtd_many(embeddings, [arrays[k] for k in keys]), strict=True))
-        values: dict[str, float] = {}
-        for ref, group in wanted.items():
-            got = [scores[(e.trial_id, e.epoch)] for e in group if (e.trial_id, e.epoch) in scores]
-            values[ref] = float(np.mean(got)) if got else self.empty_value
-            self.last_reference_epochs[ref] = ref_epoch if got else None
-        if (
-            "top" in wanted
-            and wanted["top"]
-            and self._barcode is None
-            and self._wants_barcode(epoch)
-        ):
-            key = (wanted["top"][0].trial_id, wanted["top"][0].epoch)
-            if key in arrays:
-                self._barcode = rtd_barcode(embeddings, arrays[key], backend=self.backend)
-        return values
+        wanted = {ref: [(e.trial_id, e.epoch) for e in group] for ref, group in chosen.items()}
+        unique = {(e.trial_id, e.epoch): e for group in chosen.values() for e in group}
+        loaded = {key: self._load(e) for key, e in unique.items()}
+        arrays = {key: a for key, a in loaded.items() if a is not None}
+        return wanted, arrays, ref_epoch
 
     def _log(self, pl_module: LightningModule, values: dict[str, float]) -> None:
         for ref, value in values.items():

@@ -19,6 +19,7 @@ same information. The filtration is cut at its enclosing radius, beyond which no
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from lightning_rtd._validation import ArrayLike, as_embedding, as_pair
+from lightning_rtd._validation import ArrayLike, as_embedding, as_pair, match_rows
 from lightning_rtd.backends import Backend, get_backend
 from lightning_rtd.barcode import CrossBarcode
 from lightning_rtd.distances import normalized_distances
@@ -36,31 +37,42 @@ BackendLike = str | Callable[..., np.ndarray] | Backend
 ZERO_CUT = 1e-6  # entries below ZERO_CUT * mean(r1) are set to 0, as in the reference
 
 
+@functools.lru_cache(maxsize=4)
+def _strict_upper(n: int) -> np.ndarray:
+    """Boolean mask of the strict upper triangle of an n x n matrix (cached: built per epoch)."""
+    mask = np.triu(np.ones((n, n), dtype=bool), 1)
+    mask.setflags(write=False)
+    return mask
+
+
 def _build_cross(
     r1: torch.Tensor, r2: torch.Tensor, *, fast: bool, zero_block_last: bool
 ) -> tuple[np.ndarray, float]:
     """The cross matrix of normalised distance matrices and its enclosing radius.
 
-    Built block by block (the zero block is never scanned) in one float64 array on the CPU.
+    Built block by block, in place, in one float64 array on the CPU (the zero block is never
+    scanned).
     """
     n = r1.shape[0]
-    cut = ZERO_CUT * float(r1.mean())
-    cross = r1.cpu().numpy().copy()  # cross[j, i]: the edge A_j - A'_i
-    inner = np.minimum(cross, r2.cpu().numpy())
-    cross[cross < cut] = 0.0
-    inner[inner < cut] = 0.0
-    # Enclosing radius (computed before masking, over the edges that remain): past it one
-    # vertex is joined to all others and no H1 class survives.
+    a_np, b_np = r1.cpu().numpy(), r2.cpu().numpy()
+    cut = ZERO_CUT * float(a_np.mean())
+    d = np.empty((2 * n, 2 * n), dtype=np.float64)
+    a, ap = (slice(n, 2 * n), slice(0, n)) if zero_block_last else (slice(0, n), slice(n, 2 * n))
+    d[a, a] = 0.0
+    inner = d[ap, ap]  # views into d: the A' block and the cross block A_j - A'_i
+    cross = d[a, ap]
+    np.minimum(a_np, b_np, out=inner)
+    np.copyto(cross, a_np)
+    np.putmask(inner, inner < cut, 0.0)
+    np.putmask(cross, cross < cut, 0.0)
     if fast:
         # keep A_j - A'_i only for i <= j; A'_j - A_i has the same length (exact, see above)
-        cross[np.triu_indices(n, 1)] = 2.0 * float(cross.max()) + 1.0
+        np.putmask(cross, _strict_upper(n), 2.0 * float(cross.max()) + 1.0)
+    # Enclosing radius over the edges that remain: past it one vertex is joined to all others
+    # and no H1 class survives.
     row_max_a = cross.max(axis=1)  # rows of copy A: only cross edges (the A block is 0)
     row_max_ap = np.maximum(inner.max(axis=1), cross.max(axis=0))
     threshold = float(min(row_max_a.min(), row_max_ap.min()))
-    d = np.zeros((2 * n, 2 * n), dtype=np.float64)
-    a, ap = (slice(n, 2 * n), slice(0, n)) if zero_block_last else (slice(0, n), slice(n, 2 * n))
-    d[ap, ap] = inner
-    d[a, ap] = cross
     d[ap, a] = cross.T
     return d, threshold
 
@@ -133,20 +145,67 @@ def _total_persistence(
     return [_barcode(r1, r2, b, fast, scales).total_persistence for r1, r2 in jobs]
 
 
-def _rtd_to_many(
-    tx: torch.Tensor, refs: list[torch.Tensor], symmetric: bool, b: Backend, fast: bool
+def _rtd_jobs(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]], symmetric: bool, b: Backend, fast: bool
 ) -> list[float]:
-    r1, _ = normalized_distances(tx, "x")
+    """RTD of each validated (x, y) pair; every distinct cloud's distances are computed once and
+    all persistence computations of all pairs share one thread pool."""
+    normalised: dict[int, torch.Tensor] = {}
+
+    def dist(t: torch.Tensor, name: str) -> torch.Tensor:
+        if id(t) not in normalised:
+            normalised[id(t)] = normalized_distances(t, name)[0]
+        return normalised[id(t)]
+
     jobs = []
-    for ty in refs:
-        r2, _ = normalized_distances(ty, "y")
+    for tx, ty in pairs:
+        r1, r2 = dist(tx, "x"), dist(ty, "y")
         jobs.append((r1, r2))
         if symmetric:
             jobs.append((r2, r1))
     values = _total_persistence(jobs, b, fast)
     if symmetric:
-        return [0.5 * (values[2 * i] + values[2 * i + 1]) for i in range(len(refs))]
+        return [0.5 * (values[2 * i] + values[2 * i + 1]) for i in range(len(pairs))]
     return values
+
+
+def rtd_pairs(
+    pairs: Sequence[tuple[ArrayLike, ArrayLike]],
+    *,
+    symmetric: bool = False,
+    backend: BackendLike = "auto",
+    fast: bool = True,
+) -> list[float]:
+    """RTD of several (x, y) pairs at once: ``[rtd(x, y) for x, y in pairs]``.
+
+    The general form of :func:`rtd_many`: the distance matrix of every distinct cloud (the same
+    object passed in several pairs) is computed once, and the persistence computations of all
+    pairs (both directions of each when ``symmetric``) share one pool of threads, one per core,
+    when the backend releases the GIL. The callback scores one epoch (noise, top and all
+    references) with one call. Values are identical to :func:`rtd`'s.
+
+    Args:
+        pairs: ``(x, y)`` tuples; in each, ``y`` has the same N rows as ``x`` (N may differ
+            between pairs).
+        symmetric: see :func:`rtd`.
+        backend: see :func:`rtd`.
+        fast: see :func:`rtd`.
+
+    Returns:
+        One float per pair, in order.
+    """
+    b = get_backend(backend)
+    seen: dict[int, torch.Tensor] = {}  # each distinct input object validated once
+
+    def valid(obj: ArrayLike, name: str) -> torch.Tensor:
+        if id(obj) not in seen:
+            seen[id(obj)] = as_embedding(obj, name)
+        return seen[id(obj)]
+
+    validated = [match_rows(valid(x, "x"), valid(y, "y")) for x, y in pairs]
+    if not validated:
+        return []
+    return _rtd_jobs(validated, symmetric, b, fast)
 
 
 def rtd_many(
@@ -162,7 +221,8 @@ def rtd_many(
     Computes ``x``'s distance matrix once and runs the persistence computations of all
     references (and both directions when ``symmetric``) in parallel threads when the backend
     releases the GIL (``redzed``), so scoring one model against k references costs far less than
-    k calls of :func:`rtd`. Values are identical to :func:`rtd`'s.
+    k calls of :func:`rtd`. Values are identical to :func:`rtd`'s. A special case of
+    :func:`rtd_pairs`.
 
     Args:
         x: ``(N, d)`` tensor or array.
@@ -174,11 +234,7 @@ def rtd_many(
     Returns:
         One float per reference, in order.
     """
-    tx = as_embedding(x, "x")
-    refs = [as_pair(tx, r)[1] for r in references]
-    if not refs:
-        return []
-    return _rtd_to_many(tx, refs, symmetric, get_backend(backend), fast)
+    return rtd_pairs([(x, r) for r in references], symmetric=symmetric, backend=backend, fast=fast)
 
 
 def rtd(
@@ -235,7 +291,7 @@ def rtd(
     b = get_backend(backend)
     n = tx.shape[0]
     if batch is None or batch >= n:
-        return _rtd_to_many(tx, [ty], symmetric, b, fast)[0]
+        return _rtd_jobs([(tx, ty)], symmetric, b, fast)[0]
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 3:
         raise ValueError(f"`batch` must be an integer >= 3 (or None), got {batch!r}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -244,7 +300,7 @@ def rtd(
     values = []
     for _ in range(trials):
         idx = torch.as_tensor(np.sort(rng.choice(n, batch, replace=False)), device=tx.device)
-        values.append(_rtd_to_many(tx[idx], [ty[idx]], symmetric, b, fast)[0])
+        values.append(_rtd_jobs([(tx[idx], ty[idx])], symmetric, b, fast)[0])
     return float(np.mean(values))
 
 

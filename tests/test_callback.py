@@ -175,8 +175,8 @@ def test_max_references_bounds_all(tmp_path):
         _fit(tmp_path / f"t{i}", _cb(store_dir, f"t{i}", references=("noise",)), max_epochs=1)
     calls = []
     cb = _cb(store_dir, "new", references=("all",), max_references=2)
-    original = cb._rtd_many
-    cb._rtd_many = lambda x, refs: calls.append(len(refs)) or original(x, refs)
+    original = cb._score
+    cb._score = lambda pairs: calls.append(len(pairs)) or original(pairs)
     _fit(tmp_path / "new", cb, max_epochs=1)
     assert calls == [2]  # 3 other trials, at most 2 used
 
