@@ -1,11 +1,12 @@
 """Persistence backends: a registry of name -> callable that compute the H1 bars of a
 Vietoris-Rips filtration given by a dense distance matrix.
 
-Every backend has the same small signature (see :class:`PersistenceFn`): it receives a square
-float64 matrix whose lower triangle defines the filtration and a finite radius cap, and returns
-an array of shape ``(k, 2)`` of (birth, death) pairs in dimension 1. Filtering of zero-length
-bars, sorting and summing happen in one place, :func:`lightning_rtd.functional.rtd_barcode`, so
-a backend is only the call into its package.
+Every backend has the same small signature (see
+[`PersistenceFn`][lightning_rtd.backends.PersistenceFn]): it receives a square float64 matrix whose
+lower triangle defines the filtration and a finite radius cap, and returns an array of shape
+``(k, 2)`` of (birth, death) pairs in dimension 1. Filtering of zero-length bars, sorting and
+summing happen in one place, [`rtd_barcode`][lightning_rtd.functional.rtd_barcode],
+so a backend is only the call into its package.
 
 Built-in backends, fastest first (``"auto"`` picks the first one that is installed):
 
@@ -19,7 +20,7 @@ Built-in backends, fastest first (``"auto"`` picks the first one that is install
   tests run it against every case automatically.
 
 A callable with the same signature can be passed anywhere a backend name is accepted, or
-registered under a name with :func:`register_backend`.
+registered under a name with [`register_backend`][lightning_rtd.backends.register_backend].
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def register_backend(
 
     Args:
         name: key used with ``backend=name``.
-        fn: callable with the :class:`PersistenceFn` signature.
+        fn: callable with the [`PersistenceFn`][lightning_rtd.backends.PersistenceFn] signature.
         module: importable module the backend needs; the backend counts as unavailable without it.
         releases_gil: set when ``fn`` releases the GIL, so a symmetric RTD runs both directions
             in two threads.
@@ -131,7 +132,7 @@ def register_backend(
         overwrite: replace an existing registration instead of raising.
 
     Returns:
-        The registered :class:`Backend`.
+        The registered [`Backend`][lightning_rtd.backends.Backend].
     """
     if name == "auto":
         raise ValueError("'auto' is reserved for automatic backend selection")
@@ -154,7 +155,8 @@ def list_backends(available_only: bool = False) -> list[str]:
 
 
 def get_backend(backend: str | Callable[..., np.ndarray] | Backend = "auto") -> Backend:
-    """Resolve a backend name, callable or :class:`Backend` to a :class:`Backend`.
+    """Resolve a backend name, callable or [`Backend`][lightning_rtd.backends.Backend] to a
+    [`Backend`][lightning_rtd.backends.Backend].
 
     ``"auto"`` returns the fastest installed exact backend.
 

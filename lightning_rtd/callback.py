@@ -3,12 +3,12 @@
 Data flow, once per validation epoch (the sanity check is skipped):
 
 1. **capture** (every rank): a forward hook on ``layer`` keeps the rows of a fixed probe set of
-   ``num_points`` validation samples (see :mod:`lightning_rtd.capture`); the hook exists only
-   during validation, so training steps are untouched;
+   ``num_points`` validation samples (see [`lightning_rtd.capture`][lightning_rtd.capture]); the
+   hook exists only during validation, so training steps are untouched;
 2. **gather** (all ranks -> rank 0): the probe rows of every process are put back in index
    order, sampler padding dropped;
 3. **RTD** (global rank 0): against noise, the best other trial and all other trials
-   (see :mod:`lightning_rtd.references`);
+   (see [`lightning_rtd.references`][lightning_rtd.references]);
 4. **log** (every rank): the values are broadcast and logged with ``pl_module.log`` in
    ``on_validation_epoch_end``, so ``EarlyStopping`` / ``ModelCheckpoint`` / loggers /
    schedulers see them in the same epoch;
@@ -76,7 +76,7 @@ class RTDCallback(Callback):
             validation set size.
         references: any of ``"noise"``, ``"top"``, ``"all"``.
         store: where trials share their probe embeddings: a local folder, an fsspec URL
-            (``s3://bucket/search-1``) or a :class:`~lightning_rtd.store.ReferenceStore`.
+            (``s3://bucket/search-1``) or a [`ReferenceStore`][lightning_rtd.store.ReferenceStore].
             ``None``: the ``LIGHTNING_RTD_STORE`` environment variable if set, else
             ``<default_root_dir>/rtd-store`` when "top" or "all" is requested; with only
             "noise" and no store nothing is written.
@@ -87,7 +87,7 @@ class RTDCallback(Callback):
         directions: how a search should use each RTD value: ``"max"`` (the TopoHyperDrive
             paper's reading: be different from noise / the leader / the others) or ``"min"``
             (be similar to the leader); one string for all or a dict per reference. The
-            callback only *declares* it (:attr:`monitor_modes`, the logger's hyperparameters
+            callback only *declares* it (`monitor_modes`, the logger's hyperparameters
             and store metadata); presets and reporters read it from there.
         symmetric: log ``(RTD(x -> ref) + RTD(ref -> x)) / 2`` (the reference implementation's
             ``rtd1``) instead of the default ``RTD(x -> ref)``, from this trial's embeddings to
@@ -99,25 +99,26 @@ class RTDCallback(Callback):
         noise: noise variant, ``"matched"`` (default, dimension-fair: top ``noise_dim``
             principal components vs. Gaussian noise of the same spectrum) or ``"same-shape"``
             (the paper's: N(0, I) of the embeddings' shape, which tracks the width); see
-            :mod:`lightning_rtd.references`.
+            [`lightning_rtd.references`][lightning_rtd.references].
         noise_dim: number of principal components compared by ``"matched"``.
         noise_seed: seed of the noise (the same for every trial of a search).
         probe_seed: seed that chooses the probe samples (the same for every trial).
         max_references: at most this many other trials for "all" (a sample fixed by seed,
             trial and epoch), so the work per validation epoch stays bounded as the search grows
             (default 2); ``None`` uses all, whose cost grows linearly with the search.
-        backend: persistence backend (see :func:`lightning_rtd.rtd`).
+        backend: persistence backend (see [`lightning_rtd.rtd`][lightning_rtd.functional.rtd]).
         dataloader_idx: which validation dataloader holds the probe samples.
         output_selector: which part of a tuple / dict / object layer output is the embedding
-            (see :func:`lightning_rtd.capture.select_output`).
+            (see [`lightning_rtd.capture.select_output`][lightning_rtd.capture.select_output]).
         feature_reduction: ``"flatten"`` (default) or ``"mean"`` (global average pooling over
             the dimensions after the channel dimension) for outputs with more than 2 dims, or a
             callable.
         store_dtype: ``"float32"`` or ``"float16"`` (half the size) for stored embeddings.
         store_retention: keep at most this many entries per epoch in a store opened from a
             path or URL: the best by ``objective`` plus the newest (see
-            :class:`~lightning_rtd.store.ReferenceStore`); ``None`` keeps everything. Configure
-            a :class:`~lightning_rtd.store.ReferenceStore` object directly for other policies.
+            [`ReferenceStore`][lightning_rtd.store.ReferenceStore]); ``None`` keeps everything.
+            Configure a [`ReferenceStore`][lightning_rtd.store.ReferenceStore] object directly for
+            other policies.
         store_metrics: extra monitored keys written with each entry (e.g. ``["val_loss"]``).
         empty_value: value logged for "top" / "all" while no other trial has any entry (the
             first trial of a search), so schedulers always find the key. 0.0 means "no

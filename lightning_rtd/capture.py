@@ -2,9 +2,9 @@
 
 A *probe set* is ``num_points`` validation samples chosen once, deterministically from a seed,
 and identified by their dataset index. The same samples are then compared across epochs and
-across the trials of a search. :class:`ProbeCapture` keeps only those rows of a layer's output,
-in a preallocated ``(num_points, dim)`` buffer, so memory stays O(num_points x dim) whatever the
-size of the validation set.
+across the trials of a search. [`ProbeCapture`][lightning_rtd.capture.ProbeCapture] keeps only those
+rows of a layer's output, in a preallocated ``(num_points, dim)`` buffer, so memory stays
+O(num_points x dim) whatever the size of the validation set.
 
 Which dataset index a row of a batch has is read from the validation loader's batch sampler
 (``SequentialSampler`` or Lightning's ``DistributedSampler(shuffle=False)``), so the capture is
@@ -143,9 +143,10 @@ class ProbeCapture:
 
     Args:
         probe: sorted dataset indexes of the probe samples.
-        batches: dataset indexes of every batch this process sees (from :func:`batch_indices`).
-        selector: see :func:`select_output`.
-        reduction: see :func:`reduce_features`.
+        batches: dataset indexes of every batch this process sees (from
+            [`batch_indices`][lightning_rtd.capture.batch_indices]).
+        selector: see [`select_output`][lightning_rtd.capture.select_output].
+        reduction: see [`reduce_features`][lightning_rtd.capture.reduce_features].
     """
 
     def __init__(

@@ -75,8 +75,8 @@ def normalized_distances(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor
 
     Degenerate clouds get a defined result instead of 0/0: when the quantile is 0 (more than
     90 % of all pairs coincide) the matrix is divided by its largest entry instead and an
-    :class:`~lightning_rtd.errors.RTDWarning` is issued; a constant cloud (all distances 0) gives
-    the all-zero matrix.
+    [`RTDWarning`][lightning_rtd.errors.RTDWarning] is issued; a constant cloud (all distances 0)
+    gives the all-zero matrix.
     """
     d = pairwise_distances(x)
     q = quantile(d)

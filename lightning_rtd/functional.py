@@ -83,7 +83,7 @@ def cross_matrix(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     Rows and columns ``0..N-1`` are copy A of the samples (all at distance 0), ``N..2N-1`` copy
     A'; the block between the copies holds the normalised distances of ``x``, the block inside
     A' the entrywise minimum of both clouds' normalised distances. Useful to feed other
-    topology tools; :func:`rtd` does not need it.
+    topology tools; [`rtd`][lightning_rtd.functional.rtd] does not need it.
     """
     tx, ty = as_pair(x, y)
     r1, _ = normalized_distances(tx, "x")
@@ -116,13 +116,13 @@ def rtd_barcode(
     Args:
         x: ``(N, d)`` tensor or array, row i the embedding of sample i.
         y: ``(N, d')`` tensor or array of the same N samples in the same order.
-        backend: persistence backend name (see :mod:`lightning_rtd.backends`), ``"auto"``, or a
-            callable ``fn(distances, threshold) -> (k, 2) bars``.
+        backend: persistence backend name (see [`lightning_rtd.backends`][lightning_rtd.backends]),
+            ``"auto"``, or a callable ``fn(distances, threshold) -> (k, 2) bars``.
         fast: leave out the redundant half of the cross edges (exact; see module docs).
 
     Returns:
-        A :class:`~lightning_rtd.barcode.CrossBarcode` with bars of positive length sorted by
-        birth, then death.
+        A [`CrossBarcode`][lightning_rtd.barcode.CrossBarcode] with bars of positive length sorted
+        by birth, then death.
     """
     tx, ty = as_pair(x, y)
     b = get_backend(backend)
@@ -178,18 +178,19 @@ def rtd_pairs(
 ) -> list[float]:
     """RTD of several (x, y) pairs at once: ``[rtd(x, y) for x, y in pairs]``.
 
-    The general form of :func:`rtd_many`: the distance matrix of every distinct cloud (the same
-    object passed in several pairs) is computed once, and the persistence computations of all
-    pairs (both directions of each when ``symmetric``) share one pool of threads, one per core,
-    when the backend releases the GIL. The callback scores one epoch (noise, top and all
-    references) with one call. Values are identical to :func:`rtd`'s.
+    The general form of [`rtd_many`][lightning_rtd.functional.rtd_many]: the distance matrix of
+    every distinct cloud (the same object passed in several pairs) is computed once, and the
+    persistence computations of all pairs (both directions of each when ``symmetric``) share one
+    pool of threads, one per core, when the backend releases the GIL. The callback scores one epoch
+    (noise, top and all references) with one call. Values are identical to
+    [`rtd`][lightning_rtd.functional.rtd]'s.
 
     Args:
         pairs: ``(x, y)`` tuples; in each, ``y`` has the same N rows as ``x`` (N may differ
             between pairs).
-        symmetric: see :func:`rtd`.
-        backend: see :func:`rtd`.
-        fast: see :func:`rtd`.
+        symmetric: see [`rtd`][lightning_rtd.functional.rtd].
+        backend: see [`rtd`][lightning_rtd.functional.rtd].
+        fast: see [`rtd`][lightning_rtd.functional.rtd].
 
     Returns:
         One float per pair, in order.
@@ -221,15 +222,16 @@ def rtd_many(
     Computes ``x``'s distance matrix once and runs the persistence computations of all
     references (and both directions when ``symmetric``) in parallel threads when the backend
     releases the GIL (``redzed``), so scoring one model against k references costs far less than
-    k calls of :func:`rtd`. Values are identical to :func:`rtd`'s. A special case of
-    :func:`rtd_pairs`.
+    k calls of [`rtd`][lightning_rtd.functional.rtd]. Values are identical to
+    [`rtd`][lightning_rtd.functional.rtd]'s. A special case of
+    [`rtd_pairs`][lightning_rtd.functional.rtd_pairs].
 
     Args:
         x: ``(N, d)`` tensor or array.
         references: ``(N, d_k)`` tensors or arrays of the same N samples.
-        symmetric: see :func:`rtd`.
-        backend: see :func:`rtd`.
-        fast: see :func:`rtd`.
+        symmetric: see [`rtd`][lightning_rtd.functional.rtd].
+        backend: see [`rtd`][lightning_rtd.functional.rtd].
+        fast: see [`rtd`][lightning_rtd.functional.rtd].
 
     Returns:
         One float per reference, in order.
@@ -311,7 +313,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     computed in float64 on ``x``'s device. 1 means identical up to rotation and isotropic
     scaling, 0 means no linear relation. Symmetric, in [0, 1], and, unlike RTD, higher means
     *more* similar. A constant embedding has no defined CKA: 0.0 is returned with an
-    :class:`~lightning_rtd.errors.RTDWarning`.
+    [`RTDWarning`][lightning_rtd.errors.RTDWarning].
 
     Args:
         x: ``(N, d)`` tensor or array.

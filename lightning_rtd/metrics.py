@@ -21,7 +21,7 @@ from lightning_rtd.functional import BackendLike, linear_cka, rtd
 
 
 class _EmbeddingScore(Metric):
-    """Shared accumulation logic; subclasses define :meth:`_score`."""
+    """Shared accumulation logic; subclasses define `_score`."""
 
     is_differentiable = False
     full_state_update = False
@@ -107,8 +107,8 @@ class RTDMetric(_EmbeddingScore):
     Args:
         reference: ``(N, d')`` embedding of the same N samples (row i = i-th smallest index).
         symmetric: mean of both directions instead of RTD(embeddings -> reference).
-        backend: persistence backend, see :func:`lightning_rtd.rtd`.
-        **kwargs: forwarded to :class:`torchmetrics.Metric` (``sync_on_compute``,
+        backend: persistence backend, see [`lightning_rtd.rtd`][lightning_rtd.functional.rtd].
+        **kwargs: forwarded to `torchmetrics.Metric` (``sync_on_compute``,
             ``process_group``, ...).
 
     Example:
@@ -146,7 +146,7 @@ class CKAMetric(_EmbeddingScore):
 
     Args:
         reference: ``(N, d')`` embedding of the same N samples (row i = i-th smallest index).
-        **kwargs: forwarded to :class:`torchmetrics.Metric`.
+        **kwargs: forwarded to `torchmetrics.Metric`.
     """
 
     higher_is_better = True
