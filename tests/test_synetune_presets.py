@@ -52,6 +52,8 @@ EXPECTED = {
     "rtd-noise-only-min",
     "rtd-top-only-max",
     "rtd-top-only-min",
+    "rtd-all-only-max",
+    "rtd-all-only-min",
     "moasha-noise-max",
     "moasha-noise-min",
     "moasha-top-max",

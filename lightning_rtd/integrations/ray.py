@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lightning_rtd.errors import RTDWarning
+from lightning_rtd.integrations.presets import RTD_PARTS, PresetDef, presets_of_kinds
 from lightning_rtd.integrations.synetune import (
     EpochReporter,
     InvalidMetricError,
@@ -473,37 +474,21 @@ class RayPreset:
         )
 
 
-@dataclass(frozen=True)
-class _RayPresetDef:
-    kind: Literal["fifo", "asha", "hyperband"]
-    description: str
-    rtd: str | None = None  # "noise" / "top" / "all"
-    rtd_mode: Mode | None = None  # None: from rtd_direction
-
-
-def _build_defs() -> dict[str, _RayPresetDef]:
-    defs = {
-        "random": _RayPresetDef("fifo", "random search on the validation metric (no stopping)"),
-        "asha": _RayPresetDef("asha", "ASHA early stopping on the validation metric"),
-        "hyperband": _RayPresetDef("hyperband", "asynchronous Hyperband (ASHA, several brackets)"),
-    }
-    for part in ("noise", "top", "all"):
-        defs[f"rtd-{part}-only"] = _RayPresetDef(
+def _build_ray_defs() -> dict[str, PresetDef]:
+    """The single-objective presets of the shared table, plus ``rtd-*-only`` whose direction
+    comes from ``rtd_direction``."""
+    defs = presets_of_kinds("random", "asha", "hyperband")
+    for part in RTD_PARTS:
+        defs[f"rtd-{part}-only"] = PresetDef(
             "asha",
             f"ASHA on rtd/{part} alone, in the direction of rtd_direction; metric not used",
             rtd=part,
+            with_metric=False,
         )
-        for mode, reading in (("max", "diversity"), ("min", "similarity")):
-            defs[f"rtd-{part}-only-{mode}"] = _RayPresetDef(
-                "asha",
-                f"ASHA on rtd/{part} alone ({mode}imised: {reading}); metric not used",
-                rtd=part,
-                rtd_mode=mode,  # type: ignore[arg-type]
-            )
     return defs
 
 
-_RAY_PRESETS = _build_defs()
+_RAY_PRESETS = _build_ray_defs()
 
 
 def list_ray_presets() -> list[str]:
@@ -634,7 +619,7 @@ def ray_scheduler(
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
     np.random.seed(seed)
-    if definition.kind == "fifo":
+    if definition.kind == "random":
         if kwargs:
             raise TypeError(f"the 'random' preset takes no scheduler options, got {sorted(kwargs)}")
         scheduler: Any = FIFOScheduler()

@@ -76,6 +76,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_rtd.errors import RTDWarning
+from lightning_rtd.integrations.presets import PRESETS, Mode
 from lightning_rtd.store import STORE_ENV_VAR
 
 __all__ = [
@@ -98,9 +99,6 @@ __all__ = [
     "negated_name",
     "parse_trial_args",
 ]
-
-Mode = Literal["min", "max"]
-"""Direction of an objective: ``"min"`` (smaller is better) or ``"max"``."""
 
 InvalidPolicy = Literal["worst", "raise"]
 """What to do with a missing or non-finite objective value, see `ReportBuilder`."""
@@ -1027,48 +1025,7 @@ class Preset:
         return SyneTuneReporter.from_preset(self, **kwargs)
 
 
-@dataclass(frozen=True)
-class _PresetDef:
-    kind: Literal["random", "asha", "hyperband", "bohb", "moasha"]
-    description: str
-    rtd: str | None = None  # "noise" / "top" / "all"
-    rtd_mode: Mode | None = None
-    with_metric: bool = True
-    with_loss: bool = False
-
-
-def _build_defs() -> dict[str, _PresetDef]:
-    defs = {
-        "random": _PresetDef("random", "random search on the validation metric (no stopping)"),
-        "asha": _PresetDef("asha", "ASHA early stopping on the validation metric"),
-        "hyperband": _PresetDef("hyperband", "asynchronous Hyperband (ASHA, several brackets)"),
-        "bohb": _PresetDef("bohb", "BOHB: ASHA with a kernel-density (TPE-like) searcher"),
-        "moasha-loss": _PresetDef(
-            "moasha",
-            "MOASHA on (metric, validation loss): a second signal without topology",
-            with_loss=True,
-        ),
-    }
-    for mode, reading in (("max", "diversity"), ("min", "similarity to the leader")):
-        for part in ("noise", "top"):
-            defs[f"rtd-{part}-only-{mode}"] = _PresetDef(
-                "asha",
-                f"ASHA on rtd/{part} alone ({mode}imised: {reading}); the metric is not used",
-                rtd=part,
-                rtd_mode=mode,  # type: ignore[arg-type]
-                with_metric=False,
-            )
-        for part in ("noise", "top", "all"):
-            defs[f"moasha-{part}-{mode}"] = _PresetDef(
-                "moasha",
-                f"MOASHA on (metric, rtd/{part} {mode}imised: {reading})",
-                rtd=part,
-                rtd_mode=mode,  # type: ignore[arg-type]
-            )
-    return defs
-
-
-_PRESETS = _build_defs()
+_PRESETS = PRESETS  # every family of the shared table is available with Syne Tune
 
 PRESET_ALIASES: dict[str, str] = {
     "rtd-noise-only": "rtd-noise-only-max",
@@ -1129,8 +1086,7 @@ def make_scheduler(
     | ``asha`` | ``ASHA`` | metric |
     | ``hyperband`` | ``ASHA`` with one bracket per rung level | metric |
     | ``bohb`` | ``BOHB`` (needs statsmodels) | metric |
-    | ``rtd-noise-only-max`` / ``-min`` | ``ASHA`` | ``rtd/noise`` max / min (metric unused) |
-    | ``rtd-top-only-max`` / ``-min`` | ``ASHA`` | ``rtd/top`` max / min (metric unused) |
+    | ``rtd-{noise,top,all}-only-max`` / ``-min`` | ``ASHA`` | ``rtd/X`` max / min (metric unused) |
     | ``moasha-{noise,top,all}-max`` | ``MOASHA`` | metric, ``rtd/X`` maximised |
     | ``moasha-{noise,top,all}-min`` | ``MOASHA`` | metric, ``rtd/X`` minimised |
     | ``moasha-loss`` | ``MOASHA`` | metric, ``val_loss`` min |
