@@ -26,7 +26,10 @@ from benchmarks.hpo.benchmarks import get_benchmark, pool_configs  # noqa: E402
 from benchmarks.hpo.methods import get_method, list_methods  # noqa: E402
 from benchmarks.hpo.simulate import (  # noqa: E402
     PairCache,
+    RecordedPairs,
     RTDOracle,
+    pair_cache_path,
+    pair_export_path,
     parse_seeds,
     pool_permutation,
     result_path,
@@ -103,6 +106,27 @@ def test_anytime_measures():
     assert (w, ties, losses) == (6, 0, 0) and p < 0.05
 
 
+def test_pool_usage_counts_retrained_configurations():
+    record = {
+        "budget_s": 10.0,
+        "pool_available": 2,
+        "pool_exhausted_at": 4.0,
+        "trials": {"0": {"cfg": 1}, "1": {"cfg": 0}, "2": {"cfg": 1}},
+        "reports": [
+            {"time": 1.0, "trial": 0, "cfg": 1, "epoch": 1},
+            {"time": 2.0, "trial": 1, "cfg": 0, "epoch": 1},
+            {"time": 3.0, "trial": 0, "cfg": 1, "epoch": 2},
+            {"time": 5.0, "trial": 2, "cfg": 1, "epoch": 1},  # re-trained: nothing new
+            {"time": 6.0, "trial": 2, "cfg": 1, "epoch": 2},
+            {"time": 9.0, "trial": 2, "cfg": 1, "epoch": 3},  # past the first run's epoch 2
+        ],
+    }
+    u = an.pool_usage(record)
+    assert (u["started"], u["evaluated"], u["pool"]) == (3, 2, 2)
+    assert u["exhausted"] and u["exhausted_share"] == 0.4 and u["last_share"] == 0.9
+    assert (u["reports"], u["repeated"], u["new_epochs"]) == (6, 3, 1)
+
+
 # --------------------------------------------------------------------------------- end to end
 
 
@@ -163,10 +187,58 @@ def test_tabulate_simulate_analyze(tmp_path):
 
     out = tmp_path / "docs" / "benchmarks.md"
     text = an.analyze(
-        [TINY], METHODS, SEEDS, root=root, output=out, figures=tmp_path / "docs" / "figs"
+        [TINY],
+        METHODS,
+        SEEDS,
+        root=root,
+        output=out,
+        figures=tmp_path / "docs" / "figs",
+        export=True,
+        log=lines.append,
     )
     assert out.read_text() == text
     assert "## digits-tiny" in text and "Paired comparison with ASHA" in text
-    assert "rtd/top" in text and "Spearman" in text
+    assert "| rtd/top | 1 |" in text and "| rtd/all | 3 |" in text and "Spearman" in text
     for name in (f"{TINY}-time.png", f"{TINY}-epochs.png", f"{TINY}-rtd-noise.png"):
         assert (tmp_path / "docs" / "figs" / name).stat().st_size > 1000
+
+    # the exported pair file holds the whole cache, values exact, sorted by key
+    exported = pair_export_path(bench, root)
+    body = [ln for ln in exported.read_text().splitlines() if not ln.startswith("#")]
+    assert body[0] == "a,ea,b,eb,value,seconds,cpu"
+    keys = [tuple(int(x) for x in ln.split(",")[:4]) for ln in body[1:]]
+    assert keys == sorted(keys)
+    cache = PairCache(pair_cache_path(bench, root))
+    assert cache.stats()["pairs"] == len(keys)
+    recorded = RecordedPairs(tab, root)
+    assert all(recorded.pair(*k) == cache.get(k) for k in keys)
+    cache.close()
+    # the correlations from the exported file equal those computed from the store
+    oracle = RTDOracle(bench, root)
+    from_store = an.correlations(tab, [1, 3], oracle)
+    oracle.cache.close()
+    from_file = an.correlations(tab, [1, 3], recorded)
+    assert from_file == from_store
+    assert any(r["signal"] == "top" and np.isfinite(r["test"][0]) for r in from_file)
+
+    # without the embedding store and the SQLite cache (a fresh clone) the page is the same
+    pair_cache_path(bench, root).rename(tmp_path / "cache.sqlite")
+    store_dir(bench, root).rename(tmp_path / "store")
+    clone = tmp_path / "clone"
+    again = an.analyze(
+        [TINY], METHODS, SEEDS, root=root, output=clone / "benchmarks.md", figures=clone / "figs"
+    )
+
+    def body_of(page: str) -> list[str]:
+        return [ln for ln in page.splitlines() if not ln.startswith("Generated ")]
+
+    assert body_of(again) == body_of(text)
+    for png in (tmp_path / "docs" / "figs").glob("*.png"):
+        assert (clone / "figs" / png.name).read_bytes() == png.read_bytes(), png.name
+    assert not pair_cache_path(bench, root).exists()  # nothing recreated it
+    # with no exported pairs either, the page says what is missing instead of failing
+    exported.unlink()
+    bare = an.analyze(
+        [TINY], METHODS, SEEDS, root=root, output=tmp_path / "bare.md", figures=tmp_path / "f3"
+    )
+    assert "no exported RTD pairs" in bare and "| rtd/top |" not in bare

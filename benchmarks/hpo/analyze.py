@@ -16,9 +16,18 @@ Measures, per benchmark and method, mean +- standard error over seeds:
 Whatever is incomplete (tabulation, searches, validation) is listed as pending in the page with
 the command that finishes it.
 
+Inputs: only files that are committed, under ``<root>/<benchmark>/`` (``benchmarks/hpo/runs``
+by default): ``tabulation/*.json``, ``results/<method>/seed<k>.json``, ``validation/*.json``
+and ``rtd_pairs-<kind>.csv``, the RTD values between tabulated probe embeddings
+(`simulate.export_pairs`; read through `simulate.RecordedPairs`). The embedding store and the
+SQLite pair cache are read only by ``--export-pairs``, which first computes the pairs the
+correlations need and rewrites the CSV files from the cache; the page is then generated from
+the CSV files as always.
+
 Usage (from the repository root):
 
-    python -m benchmarks.hpo.analyze                 # all benchmarks, methods, seeds 0-9
+    python -m benchmarks.hpo.analyze                 # all benchmarks, methods, seeds 0-19
+    python -m benchmarks.hpo.analyze --export-pairs  # after simulate: refresh the pair files
     python -m benchmarks.hpo.analyze --benchmark digits-tiny --seed 0-1 \\
         --output /tmp/page.md --figures /tmp/figs
 """
@@ -47,12 +56,21 @@ from benchmarks.hpo.benchmarks import (
 )
 from benchmarks.hpo.methods import BASELINE, get_method, list_methods
 from benchmarks.hpo.simulate import (
+    RecordedPairs,
     RTDOracle,
+    export_pairs,
     pair_cache_path,
+    pair_export_path,
     parse_seeds,
     result_path,
 )
-from benchmarks.hpo.tabulate import Tabulation, load_tabulation, tabulation_status, trial_name
+from benchmarks.hpo.tabulate import (
+    Tabulation,
+    load_tabulation,
+    store_dir,
+    tabulation_status,
+    trial_name,
+)
 from lightning_rtd.references import best_entry, sample_entries
 from lightning_rtd.store import ProbeFingerprint, StoreEntry
 
@@ -151,6 +169,7 @@ class BenchData:
     records: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     pool_best: float = math.nan
     pool_best_test: float = math.nan
+    pairs: RecordedPairs | None = None  # the exported RTD pairs (`simulate.export_pairs`)
 
 
 def load_bench(
@@ -166,6 +185,8 @@ def load_bench(
             p = result_path(bench, m, s, root)
             if p.exists():
                 data.records.setdefault(m, {})[s] = json.loads(p.read_text())
+    if tab is not None and pair_export_path(bench, root).exists():
+        data.pairs = RecordedPairs(tab, root)
     if tab is not None:
         val = tab["val_metric"][tab.available]
         flat = np.nanargmax(val) if bench.mode == "max" else np.nanargmin(val)
@@ -187,7 +208,9 @@ def regret(data: BenchData, value: float) -> float:
 # --------------------------------------------------------------------------------- correlations
 
 
-def population_rtd(tab: Tabulation, epoch: int, oracle: RTDOracle) -> dict[str, np.ndarray]:
+def population_rtd(
+    tab: Tabulation, epoch: int, oracle: RTDOracle | RecordedPairs
+) -> dict[str, np.ndarray]:
     """``rtd/top`` and ``rtd/all`` of every pool configuration at ``epoch`` as if the whole
     pool had reached it (the other configurations are the "other trials")."""
     bench = tab.bench
@@ -239,40 +262,68 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
 
 
 def correlations(
-    tab: Tabulation, epochs: Sequence[int], root: Any, with_pairs: bool = True
+    tab: Tabulation, epochs: Sequence[int], pairs: RTDOracle | RecordedPairs | None
 ) -> list[dict[str, Any]]:
+    """Spearman rows of ``rtd/noise`` (tabulated), ``rtd/top`` / ``rtd/all`` (from ``pairs``,
+    skipped when ``None``) and the validation metric at each of ``epochs``."""
     bench = tab.bench
     emb = np.asarray([c["embedding_dim"] for c in tab.configs], dtype=float)
     final_test = tab["test_metric"][:, -1]
     final_val = tab["val_metric"][:, -1]
     rows = []
-    oracle = RTDOracle(bench, root) if with_pairs else None
+    for e in epochs:
+        if e > bench.max_epochs:
+            continue
+        signals = {"noise": tab["rtd_noise"][:, e - 1]}
+        if pairs is not None:
+            signals.update(population_rtd(tab, e, pairs))
+        signals["val_metric"] = tab["val_metric"][:, e - 1]
+        for name, values in signals.items():
+            r_emb = spearman(values, emb)
+            r_test = spearman(values, final_test)
+            r_val = spearman(values, final_val)
+            rows.append(
+                {
+                    "signal": name,
+                    "epoch": e,
+                    "n": r_test[2],
+                    "emb": r_emb[:2],
+                    "test": r_test[:2],
+                    "val": r_val[:2],
+                }
+            )
+    return rows
+
+
+def refresh_pairs(
+    bench: Benchmark, epochs: Sequence[int], root: Any = None, log: Any = print
+) -> Path | None:
+    """Compute the RTD pairs the correlations at ``epochs`` need (from the embedding store,
+    cached in the SQLite pair cache), then export the whole pair cache to the committed text
+    file `simulate.pair_export_path` that the page is generated from. Returns the file, or
+    ``None`` (with a log line) when the benchmark has no tabulation, store or pair cache."""
+    try:
+        tab = load_tabulation(bench, root, allow_partial=True)
+    except FileNotFoundError:
+        log(f"[{bench.name}] not tabulated: no RTD pairs exported")
+        return None
+    if not store_dir(bench, root).exists() or not pair_cache_path(bench, root).exists():
+        log(
+            f"[{bench.name}] no embedding store or pair cache here: "
+            f"{_show(pair_export_path(bench, root))} left as it is"
+        )
+        return None
+    oracle = RTDOracle(bench, root)
     try:
         for e in epochs:
-            if e > bench.max_epochs:
-                continue
-            signals = {"noise": tab["rtd_noise"][:, e - 1]}
-            if oracle is not None:
-                signals.update(population_rtd(tab, e, oracle))
-            signals["val_metric"] = tab["val_metric"][:, e - 1]
-            for name, values in signals.items():
-                r_emb = spearman(values, emb)
-                r_test = spearman(values, final_test)
-                r_val = spearman(values, final_val)
-                rows.append(
-                    {
-                        "signal": name,
-                        "epoch": e,
-                        "n": r_test[2],
-                        "emb": r_emb[:2],
-                        "test": r_test[:2],
-                        "val": r_val[:2],
-                    }
-                )
+            if e <= bench.max_epochs:
+                population_rtd(tab, e, oracle)
+        n = oracle.cache.stats()["pairs"]
     finally:
-        if oracle is not None:
-            oracle.cache.close()
-    return rows
+        oracle.cache.close()
+    path = export_pairs(bench, root)
+    log(f"[{bench.name}] exported {n} RTD pairs to {_show(path)}")
+    return path
 
 
 # --------------------------------------------------------------------------------- plots
@@ -490,6 +541,67 @@ def _method_rows(data: BenchData) -> tuple[list[str], dict[str, dict[int, dict[s
     return lines, per
 
 
+def pool_usage(record: dict[str, Any]) -> dict[str, Any]:
+    """How a search used the finite pool: configurations started / evaluated (at least one
+    report within the budget), whether and when (share of the budget) the pool ran out, and the
+    reports of trials that re-train a configuration an earlier trial of the search already
+    trained (after exhaustion the replay cycles the pool; see `simulate.PoolMapper`), with how
+    many of them reached an epoch the configuration had not reached before in the search."""
+    first: dict[int, int] = {}
+    for t, v in sorted(record["trials"].items(), key=lambda kv: int(kv[0])):
+        first.setdefault(v["cfg"], int(t))
+    reached: dict[int, int] = {}
+    repeated = new_epochs = 0
+    reports = sorted(record["reports"], key=lambda r: (r["time"], r["trial"], r["epoch"]))
+    for r in reports:
+        if first[r["cfg"]] != r["trial"]:
+            repeated += 1
+            new_epochs += r["epoch"] > reached.get(r["cfg"], 0)
+        reached[r["cfg"]] = max(reached.get(r["cfg"], 0), r["epoch"])
+    exhausted = record.get("pool_exhausted_at")
+    return {
+        "started": len(record["trials"]),
+        "evaluated": len(reached),
+        "pool": int(record.get("pool_available", 0)),
+        "exhausted": exhausted is not None,
+        "exhausted_share": exhausted / record["budget_s"] if exhausted is not None else math.nan,
+        "reports": len(reports),
+        "repeated": repeated,
+        "new_epochs": new_epochs,
+        "last_share": max((r["time"] for r in reports), default=0.0) / record["budget_s"],
+    }
+
+
+def _pool_rows(data: BenchData) -> list[str]:
+    """Table of `pool_usage` per method (only when some search of the benchmark ran out)."""
+    usage = {m: [pool_usage(r) for r in recs.values()] for m, recs in data.records.items()}
+    if not any(u["exhausted"] for us in usage.values() for u in us):
+        return []
+    pool = max(u["pool"] for us in usage.values() for u in us)
+    lines = [
+        f"Use of the finite pool ({pool} configurations; mean over seeds, [min-max]). After "
+        "the pool runs out the replay cycles it: a new trial re-trains a configuration already "
+        "trained in the same search (the same tabulated curve). Searches always run to the "
+        "end of their budget; none stops because the pool ran out:",
+        "",
+        "| method | trials started | configurations evaluated | evaluated all | pool ran out | "
+        "at (share of budget, median) | reports from re-trained configurations | of which "
+        "past the earlier run's last epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m, us in usage.items():
+        ev = [u["evaluated"] for u in us]
+        ex = [u["exhausted_share"] for u in us if u["exhausted"]]
+        rep_share = np.mean([u["repeated"] / max(u["reports"], 1) for u in us])
+        lines.append(
+            f"| `{m}` | {np.mean([u['started'] for u in us]):.1f} | {np.mean(ev):.1f} "
+            f"[{min(ev)}-{max(ev)}] | {sum(u['evaluated'] == u['pool'] for u in us)}/{len(us)} "
+            f"| {len(ex)}/{len(us)} | {f'{np.median(ex):.2f}' if ex else '–'} | "
+            f"{100 * rep_share:.1f}% | {sum(u['new_epochs'] for u in us)} |"
+        )
+    return lines
+
+
 PAIRED_KEYS = (("regret", True), ("test", False), ("ttt_c", True))
 """Per-seed measures compared pairwise: (key, smaller is better)."""
 
@@ -538,15 +650,13 @@ def _paired_rows(
     return lines
 
 
-def _cost_rows(datas: Sequence[BenchData], root: Any) -> list[str]:
+def _cost_rows(datas: Sequence[BenchData]) -> list[str]:
     lines = [
         "| benchmark | epoch CPU s (wall s) | rtd/noise per epoch: CPU s (wall s) | "
         "share of epoch CPU | one RTD pair: CPU s (wall s), median | cached pairs | "
         "pairs per search (top / all methods) | simulated time charged to RTD |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    import sqlite3
-
     for data in datas:
         tab = data.tab
         if tab is None:
@@ -554,17 +664,11 @@ def _cost_rows(datas: Sequence[BenchData], root: Any) -> list[str]:
         av = tab.available
         et, rt = np.nanmean(tab["epoch_cpu_s"][av]), np.nanmean(tab["rtd_cpu_s"][av])
         etw, rtw = np.nanmean(tab["epoch_time_s"][av]), np.nanmean(tab["rtd_time_s"][av])
-        db = pair_cache_path(data.bench, root)
         med = medc = math.nan
         npairs = 0
-        if db.exists():
-            con = sqlite3.connect(db)
-            rows = list(con.execute("SELECT seconds, cpu FROM pairs"))
-            con.close()
-            npairs = len(rows)
-            if rows:
-                med = float(np.median([r[0] for r in rows]))
-                medc = float(np.median([r[1] for r in rows]))
+        if data.pairs is not None:
+            st = data.pairs.stats()
+            npairs, med, medc = int(st["pairs"]), st["median_s"], st["median_cpu_s"]
 
         def pairs(part: str, data: BenchData = data) -> str:
             counts = [
@@ -612,26 +716,161 @@ def _corr_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _validation_section(benches: Sequence[Benchmark], root: Any) -> list[str]:
-    out: list[str] = []
+def _validation_files(benches: Sequence[Benchmark], root: Any) -> list[dict[str, Any]]:
+    out = []
     for bench in benches:
         folder = benchmark_dir(bench, root) / "validation"
         for path in sorted(folder.glob("*.json")) if folder.exists() else []:
             v = json.loads(path.read_text())
-            out.append(
-                f"- **{bench.name} / `{v['method']}` / seed {v['seed']} / {v['n_workers']} "
-                f"worker(s), {v['num_trials']} trials**: same last epoch (rung where stopped) "
-                "per trial: "
-                f"{v['same_rungs']}/{v['num_trials']}; reported {bench.metric} equal "
-                f"(|diff| < 1e-6): {v['equal_val']}/{v['compared_reports']}; "
-                + (
-                    f"rtd values equal (rel. 1e-4): {v['equal_rtd']}/{v['compared_rtd']}; "
-                    if v.get("compared_rtd")
-                    else ""
-                )
-                + f"real wall time {v['real_wall_s']:.0f} s vs simulated "
-                f"{v['sim_time_s']:.0f} s (real trials also pay process start-up)."
-            )
+            v["_bench"] = bench
+            out.append(v)
+    return out
+
+
+def _rungs(last: dict[str, int | None]) -> dict[int, int]:
+    """last reported epoch -> number of trials that stopped there."""
+    counts: dict[int, int] = {}
+    for e in last.values():
+        if e is not None:
+            counts[e] = counts.get(e, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _best_report(reports: list[dict[str, Any]], mode: str) -> tuple[float, int | None]:
+    """Best reported validation metric of a search and the trial that reported it first."""
+    best, trial = math.nan, None
+    sign = 1.0 if mode == "max" else -1.0
+    for r in sorted(reports, key=lambda r: (r["time"], r["trial"], r["epoch"])):
+        if math.isfinite(r["val"]) and (trial is None or sign * r["val"] > sign * best):
+            best, trial = r["val"], r["trial"]
+    return best, trial
+
+
+def _validation_line(v: dict[str, Any]) -> str:
+    bench = v["_bench"]
+    head = (
+        f"- **{bench.name} / `{v['method']}` / seed {v['seed']} / {v['n_workers']} "
+        f"worker(s), {v['num_trials']} trials**: "
+    )
+    rtd = (
+        f"rtd values equal (rel. 1e-4): {v['equal_rtd']}/{v['compared_rtd']}; "
+        if v.get("compared_rtd")
+        else ""
+    )
+    timing = (
+        f"real wall time {v['real_wall_s']:.0f} s vs simulated "
+        f"{v['sim_time_s']:.0f} s (real trials also pay process start-up)."
+    )
+    if v["n_workers"] == 1:
+        return (
+            head + "same last epoch (rung where stopped) per trial: "
+            f"{v['same_rungs']}/{v['num_trials']}; reported {bench.metric} equal "
+            f"(|diff| < 1e-6): {v['equal_val']}/{v['compared_reports']}; " + rtd + timing
+        )
+    real_best, real_trial = _best_report(v["real_reports"], bench.mode)
+    sim_best, sim_trial = _best_report(v["sim_reports"], bench.mode)
+    rungs_real, rungs_sim = _rungs(v["last_epoch_real"]), _rungs(v["last_epoch_sim"])
+    epochs = sorted(set(rungs_real) | set(rungs_sim))
+
+    def dist(counts: dict[int, int]) -> str:
+        return "/".join(str(counts.get(e, 0)) for e in epochs)
+
+    return (
+        head + f"reported {bench.metric} equal (|diff| < 1e-6) for every (trial, epoch) both "
+        f"runs reported: {v['equal_val']}/{v['compared_reports']} (reports only in the real "
+        f"run: {v['reports_only_real']}, only in the replay: {v['reports_only_sim']}); same "
+        f"last epoch per trial: {v['same_rungs']}/{v['num_trials']}; trials whose last epoch "
+        f"was {'/'.join(map(str, epochs))}: real {dist(rungs_real)}, replay "
+        f"{dist(rungs_sim)} (a last epoch that is not a rung: still training when the search "
+        f"stopped); best {bench.metric} found: real {real_best:.4f} (trial "
+        f"{real_trial}), replay {sim_best:.4f} (trial {sim_trial}); "
+        + (
+            f"rtd values equal (rel. 1e-4): {v['equal_rtd']}/{v['compared_rtd']}, largest "
+            f"relative difference {v['max_rel_rtd_diff']:.2g}; "
+            if v.get("compared_rtd")
+            else ""
+        )
+        + timing
+    )
+
+
+def _validation_totals(files: list[dict[str, Any]]) -> str:
+    """One sentence summing up the multi-worker comparisons."""
+    by_method: dict[str, list[int]] = {}
+    same_best = 0
+    for v in files:
+        acc = by_method.setdefault(v["method"], [0, 0])
+        acc[0] += v["same_rungs"]
+        acc[1] += v["num_trials"]
+        mode = v["_bench"].mode
+        real = _best_report(v["real_reports"], mode)[0]
+        sim = _best_report(v["sim_reports"], mode)[0]
+        same_best += abs(real - sim) < 1e-6
+    rtd = [v for v in files if v.get("compared_rtd")]
+    return (
+        f"In all {len(files)} comparisons with several workers: reported values equal "
+        f"{sum(v['equal_val'] for v in files)}/{sum(v['compared_reports'] for v in files)}; "
+        "same last epoch per trial "
+        + ", ".join(f"{a}/{n} (`{m}`)" for m, (a, n) in sorted(by_method.items()))
+        + f"; the same best {files[0]['_bench'].metric} found in {same_best} of {len(files)}"
+        + (
+            f"; `rtd/top` / `rtd/all` values equal {sum(v['equal_rtd'] for v in rtd)}/"
+            f"{sum(v['compared_rtd'] for v in rtd)} (they depend on which trials had reported "
+            "at that moment)."
+            if rtd
+            else "."
+        )
+    )
+
+
+def _validation_section(benches: Sequence[Benchmark], root: Any) -> list[str]:
+    """The simulator validation part of the page (1 worker: exact agreement expected; more
+    workers: what must agree regardless of timing)."""
+    files = _validation_files(benches, root)
+    one = [_validation_line(v) for v in files if v["n_workers"] == 1]
+    many = [_validation_line(v) for v in files if v["n_workers"] > 1]
+    command = (
+        "python -m benchmarks.hpo.validate --benchmark digits-mlp "
+        "--method asha moasha-top-max moasha-all-max --seed 0 --trials 12"
+    )
+    out = [
+        "Real Syne Tune searches (`LocalBackend`, every trial a separate training process "
+        "through the recipe runner's trial entry point, `benchmarks/hpo/trial.py`) next to "
+        "their replays; the real trial t trains the pool configuration the replay gives "
+        "trial t. Both stop after the same number of finished trials.",
+        "",
+    ]
+    if one:
+        out += [
+            "With one worker the order of reports does not depend on timing, so the replay "
+            "must reproduce every scheduler decision and every reported value, including "
+            "`rtd/top` / `rtd/all` computed from the search's own reference store:",
+            "",
+            *one,
+            "",
+        ]
+    else:
+        out += ["One worker: not run yet (`" + command + "`).", ""]
+    if many:
+        out += [
+            "With several workers, stopping decisions depend on the order in which reports "
+            "arrive: the replay orders them by tabulated CPU time, a real run by its actual "
+            "(load-dependent) timing, so the rungs reached, the set of reports and the "
+            "references of `rtd/top` / `rtd/all` (the other trials' entries at that moment) "
+            "may differ. What must still agree is the value every trial reports for an epoch "
+            "both runs trained (same configuration, deterministic training):",
+            "",
+            *many,
+            "",
+            _validation_totals([v for v in files if v["n_workers"] > 1]),
+        ]
+    else:
+        out += [
+            "With several workers, stopping decisions depend on the order in which reports "
+            "arrive; the replay orders them by tabulated CPU time, a real run by its actual "
+            "(load-dependent) timing, so only approximate agreement is expected there; not "
+            "run yet (`" + command + " --workers 2`).",
+        ]
     return out
 
 
@@ -677,9 +916,20 @@ def analyze(
     figures: Path,
     corr_epochs: Sequence[int] = (1, 3),
     with_pairs: bool = True,
+    export: bool = False,
+    log: Any = print,
 ) -> str:
-    """Build the report; returns the Markdown (also written to ``output``)."""
+    """Build the report; returns the Markdown (also written to ``output``).
+
+    Reads only what is committed: the tabulations, the result files of the replays, the
+    validation files and the RTD pairs exported to ``rtd_pairs-<kind>.csv``. With ``export``
+    the pairs are first recomputed / exported from the embedding store and the SQLite pair
+    cache (`refresh_pairs`), which only the machine that ran `tabulate` and `simulate` has.
+    """
     benchmarks = [get_benchmark(b) for b in benches]
+    if export:
+        for b in benchmarks:
+            refresh_pairs(b, corr_epochs, root, log=log)
     datas = [load_bench(b, methods, seeds, root) for b in benchmarks]
     rel = os.path.relpath(figures, output.parent)
     md: list[str] = [
@@ -700,6 +950,14 @@ def analyze(
         "",
     ]
     pending, grid = _pending(benchmarks, methods, seeds, root)
+    for data in datas:
+        if with_pairs and data.tab is not None and data.pairs is None:
+            pending.append(
+                f"- {data.bench.name}: no exported RTD pairs "
+                f"(`{_show(pair_export_path(data.bench, root))}`), so no `rtd/top` / `rtd/all` "
+                "correlations or pair costs — `python -m benchmarks.hpo.analyze "
+                "--export-pairs` where the embedding store and pair cache of `simulate` are"
+            )
     md += ["## Status", "", *grid, ""]
     if pending:
         md += ["**Pending** (the numbers below cover only what is complete):", "", *pending, ""]
@@ -780,17 +1038,25 @@ def analyze(
                 ),
                 "",
             ]
+            pool_rows = _pool_rows(data)
+            md += [*pool_rows, ""] if pool_rows else []
         else:
             md += ["No searches replayed yet.", ""]
         if data.tab.complete or len(data.tab.available) >= 10:
-            rows = correlations(data.tab, corr_epochs, root, with_pairs=with_pairs)
+            pairs = data.pairs if with_pairs else None
+            rows = correlations(data.tab, corr_epochs, pairs)
             corr_all[b.name] = rows
             md += [
                 f"Spearman correlation over the {len(data.tab.available)} tabulated "
                 "configurations of each signal at an early epoch with the embedding size "
                 f"and with the final (epoch {b.max_epochs}) accuracy; the validation metric "
-                "itself is shown for comparison (`rtd/top`, `rtd/all`: as if every "
-                "configuration had reached that epoch):",
+                "itself is shown for comparison ("
+                + (
+                    "`rtd/top`, `rtd/all`: as if every configuration had reached that epoch, "
+                    f"from the RTD pairs in `{_show(data.pairs.path)}`):"
+                    if pairs is not None
+                    else "`rtd/top`, `rtd/all` left out: no exported RTD pairs):"
+                ),
                 "",
             ]
             md += [*_corr_rows(rows), ""]
@@ -798,7 +1064,7 @@ def analyze(
             plot_noise_scatter(data, corr_epochs[0], fig)
             md += [f"![{b.name} early rtd/noise vs final accuracy]({rel}/{fig.name})", ""]
 
-    md += ["## Cost of the RTD metrics", "", *_cost_rows(datas, root), ""]
+    md += ["## Cost of the RTD metrics", "", *_cost_rows(datas), ""]
     md += [
         "`rtd/noise` is computed once per trial and epoch; `rtd/top` needs one pair per report "
         "and `rtd/all` up to `max_references` "
@@ -809,58 +1075,59 @@ def analyze(
         "methods spent on RTD.",
         "",
     ]
-    md += ["## Simulator validation", ""]
-    val = _validation_section(benchmarks, root)
-    if val:
-        val = [
-            "Real Syne Tune searches (`LocalBackend`, every trial a separate training process "
-            "through the recipe runner's trial entry point, `benchmarks/hpo/trial.py`) next to "
-            "their replays; the real trial t trains the pool configuration the replay gives "
-            "trial t. With one worker the order of reports does not depend on timing, so the "
-            "replay must reproduce every scheduler decision and every reported value, "
-            "including `rtd/top` / `rtd/all` computed from the search's own reference store:",
-            "",
-            *val,
-            "",
-            "With several workers, stopping decisions depend on the order in which reports "
-            "arrive; the replay orders them by tabulated CPU time, a real run by its actual "
-            "(load-dependent) timing, so only approximate agreement is expected there "
-            "(`--workers 2` runs that comparison).",
-        ]
-    md += val or [
-        "Not run yet. Command (real `LocalBackend` search next to its replay, 1 worker so the "
-        "order of reports is deterministic):",
-        "",
-        "```bash",
-        "python -m benchmarks.hpo.validate --benchmark digits-mlp "
-        "--method asha moasha-top-max moasha-all-max "
-        "--seed 0 --trials 12",
-        "```",
-    ]
-    md += [""]
+    md += ["## Simulator validation", "", *_validation_section(benchmarks, root), ""]
     md += ["## Discussion", "", *_discussion(datas, corr_all), ""]
     md[summary_at:summary_at] = _summary(datas, corr_all)
-    md += ["## Reproduce", "", "```bash", "source .venv/bin/activate"]
+    names = " ".join(b.name for b in benchmarks)
+    seed_arg = (
+        f"{seeds[0]}-{seeds[-1]}"
+        if list(seeds) == list(range(seeds[0], seeds[-1] + 1))
+        else ",".join(map(str, seeds))
+    )
+    command = f"python -m benchmarks.hpo.analyze --benchmark {names} --seed {seed_arg}"
+    if list(methods) != list_methods():
+        command += " --method " + " ".join(methods)
+    if list(corr_epochs) != [1, 3]:
+        command += " --corr-epochs " + " ".join(map(str, corr_epochs))
+    if not with_pairs:
+        command += " --no-pairs"
     md += [
+        "## Reproduce",
+        "",
+        "This page and its plots are generated from committed files only, all under "
+        f"`{_show(benchmark_dir('', root))}/<benchmark>/`: the tabulations "
+        "(`tabulation/*.json`), the replayed searches (`results/<method>/seed<k>.json`), the "
+        "simulator validations (`validation/*.json`) and the RTD values between tabulated "
+        "probe embeddings that `rtd/top` / `rtd/all` need (`rtd_pairs-directed.csv`, exported "
+        "from the replays' pair cache). One command regenerates it, in a fresh clone as well "
+        "(only the generation time in the header changes):",
+        "",
+        "```bash",
+        "source .venv/bin/activate   # created by `make test` or `bash scripts/setup.sh`",
+        command,
+        "```",
+        "",
+        "The whole pipeline that produced those files (hours; the embedding store, about "
+        "100 MB, and the SQLite pair cache it writes are not committed):",
+        "",
+        "```bash",
+        "source .venv/bin/activate",
         "# 1. tabulate (resumable; about 2 hours in all on a busy 2-core machine; two such",
         "#    processes may run at once, they share the work through lock files)",
-        "nice -n 10 python -m benchmarks.hpo.tabulate --benchmark "
-        + " ".join(b.name for b in benchmarks)
-        + " --log benchmarks/hpo/runs/tabulate.log",
+        f"nice -n 10 python -m benchmarks.hpo.tabulate --benchmark {names} "
+        "--log benchmarks/hpo/runs/tabulate.log",
         "# (if RTDCallback's defaults change later: recompute rtd/noise from the stored",
         "#  embeddings with --rescore-noise, delete <root>/<benchmark>/results, replay)",
         "# 2. replay the searches (resumable; skips finished result files)",
-        "python -m benchmarks.hpo.simulate --benchmark "
-        + " ".join(b.name for b in benchmarks)
-        + f" --method all --seed {seeds[0]}-{seeds[-1]}",
-        "# 3. validate the simulator against real searches (optional)",
+        f"python -m benchmarks.hpo.simulate --benchmark {names} --method all --seed {seed_arg}",
+        "# 3. validate the simulator against real searches (optional; 1 and 2 workers)",
         "python -m benchmarks.hpo.validate --benchmark digits-mlp "
-        "--method asha moasha-top-max moasha-all-max "
-        "--seed 0 --trials 12",
-        "# 4. this page",
-        "python -m benchmarks.hpo.analyze --benchmark "
-        + " ".join(b.name for b in benchmarks)
-        + f" --seed {seeds[0]}-{seeds[-1]}",
+        "--method asha moasha-top-max moasha-all-max --seed 0 --trials 12",
+        "python -m benchmarks.hpo.validate --benchmark digits-mlp "
+        "--method asha moasha-top-max moasha-all-max --seed 0 1 --trials 12 --workers 2",
+        "# 4. compute the RTD pairs of the correlations, export every pair cache to",
+        "#    rtd_pairs-directed.csv (commit it) and write this page",
+        f"{command} --export-pairs",
         "```",
         "",
         "Data: scikit-learn's digits; MNIST-1D (Greydanus, 2020) generated offline with the "
@@ -1097,14 +1364,85 @@ def _discussion(datas: Sequence[BenchData], corr: dict[str, list[dict[str, Any]]
                 f"embedding size, {r['test'][0]:+.2f} with final test accuracy"
                 + (f" (the validation metric itself: {own['test'][0]:+.2f})." if own else ".")
             )
+    out += _pool_discussion(datas)
+    pools = " / ".join(str(d.bench.num_configs) for d in datas)
     out += [
-        "- Caveats: the pools are finite random samples (100 / 64 / 24 configurations); a "
+        f"- Caveats: the pools are finite random samples ({pools} configurations); a "
         "configuration is trained with one seed, so retraining noise is not part of the "
         "benchmark while the small validation splits make the *chosen* configuration's test "
         "metric noisy (a method can have a higher validation regret but a better test metric); "
         "simulated time is the CPU time measured on a shared machine; RTD methods pay their "
         "compute time in simulated time.",
     ]
+    return out
+
+
+def _pool_discussion(datas: Sequence[BenchData]) -> list[str]:
+    """A limitation statement per benchmark where searches ran out of pool configurations
+    (`pool_usage`)."""
+    out = []
+    for data in datas:
+        usage = {m: [pool_usage(r) for r in recs.values()] for m, recs in data.records.items()}
+        runs = [u for us in usage.values() for u in us]
+        out_of_pool = [u for u in runs if u["exhausted"]]
+        if not out_of_pool:
+            continue
+        b = data.bench
+
+        def ran_out(m: str, usage: dict[str, list[dict[str, Any]]] = usage) -> str:
+            us = usage.get(m, [])
+            return f"{sum(u['exhausted'] for u in us)}/{len(us)}"
+
+        moasha = [m for m in usage if m.startswith("moasha-")]
+        shares = [
+            100 * float(np.mean([u["repeated"] / max(u["reports"], 1) for u in usage[m]]))
+            for m in moasha
+        ]
+        started = [float(np.mean([u["started"] for u in usage[m]])) for m in moasha]
+        most = sorted(usage, key=lambda m: -sum(u["exhausted"] for u in usage[m]))[:3]
+        text = (
+            f"- **Finite pool, {b.name}** ({b.num_configs} configurations): the pool ran out "
+            f"in {len(out_of_pool)} of {len(runs)} searches (most often "
+            + ", ".join(f"`{m}` {ran_out(m)}" for m in most)
+            + (f"; `{BASELINE}` {ran_out(BASELINE)}" if BASELINE in usage else "")
+            + f"), at a median {np.median([u['exhausted_share'] for u in out_of_pool]):.2f} of "
+            "the budget. No search ended because of it: every search ran to its budget (last "
+            f"report at >= {min(u['last_share'] for u in out_of_pool):.2f} of it), the replay "
+            "cycling the pool, so the trials started afterwards re-trained configurations the "
+            "search had already trained. "
+        )
+        if moasha:
+            base = (
+                f" (`{BASELINE}`: {np.mean([u['started'] for u in usage[BASELINE]]):.1f})"
+                if BASELINE in usage
+                else ""
+            )
+            text += (
+                f"The MOASHA methods started {min(started):.1f}-{max(started):.1f} trials per "
+                f"search on average{base}; "
+                f"re-trained configurations made {min(shares):.1f}-{max(shares):.1f}% of their "
+                "reported epochs, and only "
+                f"{sum(u['new_epochs'] for m in moasha for u in usage[m])} reports in all "
+                f"{sum(len(usage[m]) for m in moasha)} of their searches reached an epoch the "
+                "earlier run of the same configuration had not. "
+            )
+        text += (
+            "In an unbounded search space those trials would have sampled new configurations, "
+            f"so on {b.name} the late part of the anytime curves, and the final regret of the "
+            "methods that ran out most often, partly measure the size of the pool rather than "
+            "the scheduler."
+        )
+
+        def count(m: str, usage: dict[str, list[dict[str, Any]]] = usage) -> int:
+            return sum(u["exhausted"] for u in usage.get(m, []))
+
+        if BASELINE in usage and "moasha-loss" in usage and count("moasha-loss") > count(BASELINE):
+            text += (
+                f" This weighs on the comparisons with `{BASELINE}` (ran out in "
+                f"{ran_out(BASELINE)}) more than on those with the control `moasha-loss` "
+                f"({ran_out('moasha-loss')})."
+            )
+        out.append(text)
     return out
 
 
@@ -1115,13 +1453,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark", nargs="+", default=["all"])
     parser.add_argument("--method", nargs="+", default=["all"])
-    parser.add_argument("--seed", nargs="+", default=["0-9"])
+    parser.add_argument("--seed", nargs="+", default=["0-19"])
     parser.add_argument("--root", default=None)
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--figures", default=str(REPO / "docs" / "benchmarks"))
     parser.add_argument("--corr-epochs", nargs="+", type=int, default=[1, 3])
     parser.add_argument(
         "--no-pairs", action="store_true", help="skip rtd/top, rtd/all correlations"
+    )
+    parser.add_argument(
+        "--export-pairs",
+        action="store_true",
+        help="first compute the RTD pairs the correlations need (embedding store) and export "
+        "each benchmark's pair cache to runs/<benchmark>/rtd_pairs-<kind>.csv, which the page "
+        "is generated from",
     )
     args = parser.parse_args(argv)
     benches = (
@@ -1143,6 +1488,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         figures=Path(args.figures),
         corr_epochs=args.corr_epochs,
         with_pairs=not args.no_pairs,
+        export=args.export_pairs,
     )
     print(f"wrote {args.output}")
 

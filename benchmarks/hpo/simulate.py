@@ -17,7 +17,9 @@ script, looks the trial's learning curve up in the tabulation (`tabulate`):
   ``sample_entries``: the other trials' entries of the same epoch, else of the latest earlier
   epoch that has any; ``max_references`` sampled for "all"; ``empty_value`` 0.0 when there is
   none). Pair values ``(cfg_i, epoch_i, cfg_j, epoch_j)`` are cached on disk (`PairCache`), so
-  seeds and methods share them;
+  seeds and methods share them; `export_pairs` writes the cache to a small committed text file
+  (``rtd_pairs-<kind>.csv``) that `analyze` reads (`RecordedPairs`), so the results page does
+  not need the embedding store;
 * **reports** are built with the library's `lightning_rtd.integrations.synetune.ReportBuilder`,
   as the trial reporter does (maximised objectives negated for MOASHA, invalid values replaced
   by the worst seen);
@@ -81,9 +83,13 @@ __all__ = [
     "PairCache",
     "PoolMapper",
     "RTDOracle",
+    "RecordedPairs",
+    "export_pairs",
     "pair_cache_path",
+    "pair_export_path",
     "parse_seeds",
     "pool_permutation",
+    "read_exported_pairs",
     "result_path",
     "run_search",
     "search_budget",
@@ -171,6 +177,112 @@ def pair_cache_path(bench: Benchmark, root: Any = None) -> Path:
     """The pair cache of a benchmark for its RTD direction setting."""
     kind = "symmetric" if bench.rtd_settings["symmetric"] else "directed"
     return benchmark_dir(bench, root) / f"rtd_pairs-{kind}.sqlite"
+
+
+PAIR_COLUMNS = ("a", "ea", "b", "eb", "value", "seconds", "cpu")
+
+
+def pair_export_path(bench: Benchmark, root: Any = None) -> Path:
+    """The committed text copy of the pair cache (`export_pairs`): ``rtd_pairs-<kind>.csv``."""
+    return pair_cache_path(bench, root).with_suffix(".csv")
+
+
+def export_pairs(bench: Benchmark, root: Any = None) -> Path:
+    """Write the benchmark's pair cache to `pair_export_path`, one pair per line, sorted by key.
+
+    Columns: ``a,ea,b,eb`` (RTD(cfg a at epoch ea -> cfg b at epoch eb), the cache key),
+    ``value`` (exact: Python's shortest round-trip repr), ``seconds`` and ``cpu`` (wall and CPU
+    seconds the computation took, rounded to microseconds). The file is what `analyze` reads,
+    so the results page can be regenerated without the embedding store and the SQLite cache.
+
+    Raises:
+        FileNotFoundError: the benchmark has no pair cache.
+    """
+    db = pair_cache_path(bench, root)
+    if not db.exists():
+        raise FileNotFoundError(f"no RTD pair cache {db}")
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        rows = sorted(con.execute(f"SELECT {', '.join(PAIR_COLUMNS)} FROM pairs"))
+    finally:
+        con.close()
+    direction = "symmetric RTD" if bench.rtd_settings["symmetric"] else "RTD(a -> b)"
+    lines = [
+        f"# {direction} between tabulated probe embeddings of {bench.name}, exported from "
+        f"{db.name} by `python -m benchmarks.hpo.analyze --export-pairs`",
+        ",".join(PAIR_COLUMNS),
+    ]
+    lines += [
+        f"{a},{ea},{b},{eb},{float(v)!r},{sec:.6f},{cpu:.6f}" for a, ea, b, eb, v, sec, cpu in rows
+    ]
+    out = pair_export_path(bench, root)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def read_exported_pairs(path: Path) -> dict[tuple[int, int, int, int], tuple[float, float, float]]:
+    """The pairs of an `export_pairs` file: key -> (value, seconds, cpu)."""
+    out: dict[tuple[int, int, int, int], tuple[float, float, float]] = {}
+    with open(path) as fh:
+        header = None
+        for line in fh:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if header is None:
+                header = tuple(line.split(","))
+                if header != PAIR_COLUMNS:
+                    raise ValueError(f"{path}: unexpected columns {header}")
+                continue
+            a, ea, b, eb, v, sec, cpu = line.split(",")
+            out[(int(a), int(ea), int(b), int(eb))] = (float(v), float(sec), float(cpu))
+    return out
+
+
+class RecordedPairs:
+    """Read-only RTD pair oracle over an `export_pairs` file, with `RTDOracle`'s ``has`` /
+    ``pair`` interface (what `analyze` uses, so that no embedding store is needed).
+
+    ``has(cfg, epoch)`` is true for every tabulated epoch (the tabulation writes the probe
+    embeddings of every epoch it records); a pair missing from the file raises `KeyError`.
+    """
+
+    def __init__(self, tab: Tabulation, root: Any = None, path: Path | None = None) -> None:
+        self.path = pair_export_path(tab.bench, root) if path is None else Path(path)
+        self.symmetric = bool(tab.bench.rtd_settings["symmetric"])
+        self.rows = read_exported_pairs(self.path)
+        recorded = np.zeros_like(tab["val_metric"], dtype=bool)
+        for values in tab.values.values():
+            recorded |= np.isfinite(values)
+        self._recorded = recorded
+
+    def has(self, cfg: int, epoch: int) -> bool:
+        return 1 <= epoch <= self._recorded.shape[1] and bool(self._recorded[cfg, epoch - 1])
+
+    def pair(self, a: int, ea: int, b: int, eb: int) -> float:
+        key = (a, ea, b, eb)
+        if self.symmetric and (b, eb) < (a, ea):
+            key = (b, eb, a, ea)
+        if key not in self.rows:
+            raise KeyError(
+                f"RTD pair {key} is not in {self.path}; recompute it where the embedding store "
+                "exists: python -m benchmarks.hpo.analyze --export-pairs"
+            )
+        return self.rows[key][0]
+
+    def stats(self) -> dict[str, float]:
+        """Number of pairs and the median wall / CPU seconds of one (as `PairCache.stats`)."""
+        rows = list(self.rows.values())
+        return {
+            "pairs": len(rows),
+            "median_s": float(np.median([r[1] for r in rows])) if rows else math.nan,
+            "median_cpu_s": float(np.median([r[2] for r in rows])) if rows else math.nan,
+        }
+
+    def close(self) -> None:
+        """Nothing to release (`RTDOracle` interface)."""
 
 
 class RTDOracle:

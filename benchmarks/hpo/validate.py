@@ -2,12 +2,17 @@
 ``LocalBackend`` training every trial (`trial`), and replayed (`simulate.run_search`), then
 compare them trial by trial.
 
-Both runs use one worker, so reports arrive in a deterministic order, and stop after the same
-number of finished trials. With deterministic training (the recipes train with
+With one worker (the default) reports arrive in a deterministic order and both runs stop after
+the same number of finished trials. With deterministic training (the recipes train with
 ``deterministic=True`` and a fixed seed) the replay should reproduce: the configuration of every
 trial, the rung at which ASHA stopped it (its last reported epoch), every reported validation
 metric, and the ``rtd/top`` / ``rtd/all`` values computed from the search's own history. Wall
 times differ: real trials are separate processes that pay Python and library start-up.
+
+With ``--workers 2`` the order in which reports arrive depends on real timing, so scheduler
+decisions (and ``rtd/top`` / ``rtd/all``, which depend on which other trials had reported) can
+differ; the comparison then counts what agrees: reported values of the same (trial, epoch), the
+last epoch of each trial, the best metric found.
 
 Writes ``<root>/<benchmark>/validation/<method>-seed<k>-w<workers>.json``.
 
