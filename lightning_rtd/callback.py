@@ -3,12 +3,12 @@
 Data flow, once per validation epoch (the sanity check is skipped):
 
 1. **capture** (every rank): a forward hook on ``layer`` keeps the rows of a fixed probe set of
-   ``num_points`` validation samples (see [`lightning_rtd.capture`][lightning_rtd.capture]); the
+   ``num_points`` validation samples (see `lightning_rtd.capture`); the
    hook exists only during validation, so training steps are untouched;
 2. **gather** (all ranks -> rank 0): the probe rows of every process are put back in index
    order, sampler padding dropped;
 3. **RTD** (global rank 0): against noise, the best other trial and all other trials
-   (see [`lightning_rtd.references`][lightning_rtd.references]);
+   (see `lightning_rtd.references`);
 4. **log** (every rank): the values are broadcast and logged with ``pl_module.log`` in
    ``on_validation_epoch_end``, so ``EarlyStopping`` / ``ModelCheckpoint`` / loggers /
    schedulers see them in the same epoch;
@@ -99,7 +99,7 @@ class RTDCallback(Callback):
         noise: noise variant, ``"matched"`` (default, dimension-fair: top ``noise_dim``
             principal components vs. Gaussian noise of the same spectrum) or ``"same-shape"``
             (the paper's: N(0, I) of the embeddings' shape, which tracks the width); see
-            [`lightning_rtd.references`][lightning_rtd.references].
+            `lightning_rtd.references`.
         noise_dim: number of principal components compared by ``"matched"``.
         noise_seed: seed of the noise (the same for every trial of a search).
         probe_seed: seed that chooses the probe samples (the same for every trial).
