@@ -19,7 +19,10 @@ each (which RTD references it reads, whether its searcher models configurations)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.hpo.benchmarks import Benchmark
 
 __all__ = [
     "BASELINE",
@@ -115,26 +118,27 @@ def get_method(name: str) -> Method:
 
 def make_preset(
     method: Method,
-    config_space: dict[str, Any],
+    bench: Benchmark,
     *,
-    metric: str,
-    mode: str,
-    max_t: int,
     seed: int,
-    grace_period: int = 1,
-    reduction_factor: float = 3.0,
+    config_space: dict[str, Any] | None = None,
 ) -> Any:
-    """The `lightning_rtd.integrations.synetune.Preset` of ``method`` (seeds NumPy's global
-    generator with ``seed``, as `make_scheduler` does)."""
+    """The `lightning_rtd.integrations.synetune.Preset` of ``method`` on ``bench``: the
+    benchmark's metric, mode, epochs (``max_t``), grace period and reduction factor.
+
+    ``config_space`` defaults to `benchmarks.hpo.benchmarks.syne_tune_space` of ``bench``.
+    Seeds NumPy's global generator with ``seed``, as `make_scheduler` does.
+    """
+    from benchmarks.hpo.benchmarks import syne_tune_space
     from lightning_rtd.integrations.synetune import make_scheduler
 
     return make_scheduler(
         method.preset,
-        config_space,
-        metric=metric,
-        mode=mode,  # type: ignore[arg-type]
-        max_t=max_t,
+        syne_tune_space(bench) if config_space is None else config_space,
+        metric=bench.metric,
+        mode=bench.mode,  # type: ignore[arg-type]
+        max_t=bench.max_epochs,
         random_seed=seed,
-        grace_period=grace_period,
-        reduction_factor=reduction_factor,
+        grace_period=bench.grace_period,
+        reduction_factor=bench.reduction_factor,
     )

@@ -63,13 +63,13 @@ from benchmarks.hpo.benchmarks import (
     benchmark_dir,
     get_benchmark,
     list_benchmarks,
-    syne_tune_space,
 )
 from benchmarks.hpo.methods import Method, get_method, list_methods, make_preset
 from benchmarks.hpo.tabulate import (
     Tabulation,
     atomic_write_json,
     load_tabulation,
+    stamped_logger,
     store_dir,
     trial_name,
 )
@@ -672,16 +672,7 @@ def run_search(
     before = (oracle.computed, oracle.cached, oracle.compute_s) if oracle else (0, 0, 0.0)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lrtd-sim-") as tmp, _quiet_syne_tune(tmp):
-        preset = make_preset(
-            method,
-            syne_tune_space(bench),
-            metric=bench.metric,
-            mode=bench.mode,
-            max_t=bench.max_epochs,
-            seed=seed,
-            grace_period=bench.grace_period,
-            reduction_factor=bench.reduction_factor,
-        )
+        preset = make_preset(method, bench, seed=seed)
         backend = ReplayBackend(
             tab, method, preset, seed, oracle, tuner_sleep_time=sleep, clock=clock
         )
@@ -861,12 +852,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods = _names(args.method, list_methods(), "method")
     seeds = parse_seeds(args.seed)
 
-    def log(line: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        print(f"{stamp} {line}", flush=True)
-        if args.log:
-            with open(args.log, "a") as fh:
-                fh.write(f"{stamp} {line}\n")
+    log = stamped_logger(args.log)
 
     if not args.status:
         torch.set_num_threads(1)

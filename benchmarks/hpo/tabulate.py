@@ -495,6 +495,20 @@ def _parse_names(names: Sequence[str], known: Sequence[str]) -> list[str]:
     return out
 
 
+def stamped_logger(path: str | None) -> Callable[[str], None]:
+    """A progress printer: each line is printed with an ``HH:MM:SS`` stamp and, when ``path``
+    is given, also appended to that file."""
+
+    def log(line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} {line}", flush=True)
+        if path:
+            with open(path, "a") as fh:
+                fh.write(f"{stamp} {line}\n")
+
+    return log
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark", nargs="+", default=["all"], help="names or 'all'")
@@ -517,12 +531,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             lo, _, hi = part.partition("-")
             indices += list(range(int(lo), int(hi or lo) + 1))
 
-    def log(line: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        print(f"{stamp} {line}", flush=True)
-        if args.log:
-            with open(args.log, "a") as fh:
-                fh.write(f"{stamp} {line}\n")
+    log = stamped_logger(args.log)
 
     for name in names:
         bench = get_benchmark(name)

@@ -31,7 +31,6 @@ def trial_argv(
     benchmark: str, method: str, seed: int, checkpoint_dir: str
 ) -> tuple[str, list[str]]:
     """The recipe name and the argument list `runner.main` gets for this trial."""
-    from benchmarks.hpo.benchmarks import syne_tune_space
     from benchmarks.hpo.simulate import pool_permutation
 
     bench = get_benchmark(benchmark)
@@ -41,16 +40,7 @@ def trial_argv(
     trial_id = int(Path(checkpoint_dir).parent.name)
     perm = pool_permutation(range(bench.num_configs), seed)
     config = pool_configs(bench)[perm[trial_id % len(perm)]]
-    preset = make_preset(
-        m,
-        syne_tune_space(bench),
-        metric=bench.metric,
-        mode=bench.mode,
-        max_t=bench.max_epochs,
-        seed=seed,
-        grace_period=bench.grace_period,
-        reduction_factor=bench.reduction_factor,
-    )
+    preset = make_preset(m, bench, seed=seed)
     argv = [f"--{k}={v}" for k, v in config.items()]
     argv += [
         f"--max_epochs={bench.max_epochs}",

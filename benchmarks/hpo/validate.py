@@ -53,16 +53,7 @@ def real_search(
     method = get_method(method_name)
     space = syne_tune_space(bench)
     space.update({"hpo_benchmark": bench.name, "hpo_method": method.name, "hpo_seed": seed})
-    preset = make_preset(
-        method,
-        space,
-        metric=bench.metric,
-        mode=bench.mode,
-        max_t=bench.max_epochs,
-        seed=seed,
-        grace_period=bench.grace_period,
-        reduction_factor=bench.reduction_factor,
-    )
+    preset = make_preset(method, bench, seed=seed, config_space=space)
     folder.mkdir(parents=True, exist_ok=True)
     old = os.environ.get("SYNETUNE_FOLDER")
     os.environ["SYNETUNE_FOLDER"] = str(folder)
