@@ -3,8 +3,8 @@
 Data flow, once per validation epoch (the sanity check is skipped):
 
 1. **capture** (every rank): a forward hook on ``layer`` keeps the rows of a fixed probe set of
-   ``num_points`` validation samples (see `lightning_rtd.capture`); the
-   hook exists only during validation, so training steps are untouched;
+   ``num_points`` validation samples (see `lightning_rtd.capture`); the hook exists only
+   during validation, so training steps are untouched;
 2. **gather** (all ranks -> rank 0): the probe rows of every process are put back in index
    order, sampler padding dropped;
 3. **RTD** (global rank 0): against noise, the best other trial and all other trials

@@ -116,8 +116,8 @@ def rtd_barcode(
     Args:
         x: ``(N, d)`` tensor or array, row i the embedding of sample i.
         y: ``(N, d')`` tensor or array of the same N samples in the same order.
-        backend: persistence backend name (see `lightning_rtd.backends`),
-            ``"auto"``, or a callable ``fn(distances, threshold) -> (k, 2) bars``.
+        backend: persistence backend name (see `lightning_rtd.backends`), ``"auto"``, or a
+            callable ``fn(distances, threshold) -> (k, 2) bars``.
         fast: leave out the redundant half of the cross edges (exact; see module docs).
 
     Returns:
